@@ -1,0 +1,1 @@
+"""The `vrconvert` command line."""

@@ -1,0 +1,85 @@
+"""Builds a Keras 3 functional model from the spec's layer records.
+
+Channels-last (N, T, H, W, C), built-in layers only, so a saved `.keras` file loads with plain
+`keras.models.load_model` (safe mode on) on every backend. Every layer is named after its torchvision
+module path with dots spelled as underscores. Where torch pads a conv, an explicit `ZeroPadding3D`
+precedes a `padding="valid"` conv: Keras' "same" pads asymmetrically under stride 2.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import keras
+
+from vrconvert.converter import spec
+from vrconvert.converter.layers import INPUT, Layer, expand, keras_name
+
+# torch BatchNorm3d defaults: eps 1e-5, momentum 0.1 (Keras' momentum is 1 - torch's).
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def _apply(layer: Layer, x, classifier_activation):
+    name = keras_name(layer.name)
+    if layer.op == "conv":
+        if any(layer.padding):
+            x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
+        return keras.layers.Conv3D(layer.channels_out, layer.kernel, strides=layer.stride, padding="valid",
+                                   use_bias=layer.bias, name=name)(x)
+    if layer.op == "bn":
+        return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    if layer.op == "relu":
+        return keras.layers.ReLU(name=name)(x)
+    if layer.op == "avgpool":
+        return keras.layers.GlobalAveragePooling3D(name=name)(x)
+    if layer.op == "dense":
+        return keras.layers.Dense(layer.channels_out, use_bias=layer.bias, activation=classifier_activation,
+                                  name=name)(x)
+    raise ValueError(f"no Keras layer for op {layer.op!r} ({layer.name})")
+
+
+def build(
+    arch: str | spec.Arch,
+    num_classes: int | None = None,
+    *,
+    include_top: bool = True,
+    pooling: Literal["avg", "max"] | None = None,
+    classes: int | None = None,
+    classifier_activation: str | None = None,
+    input_shape: tuple[int | None, int | None, int | None, int] | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """An untrained Keras model of `arch`, in the style of `keras.applications`.
+
+    `classes` is the Keras applications spelling of `num_classes` (default 400). Unlike
+    `keras.applications`, `classifier_activation` defaults to None: torchvision's models return
+    logits, and parity is checked on logits. `input_shape` is (T, H, W, 3); T, H and W may be None.
+    With `include_top=False`, `pooling` picks the output: None (the layer4 feature map), "avg" or "max".
+    """
+    if num_classes is not None and classes is not None and num_classes != classes:
+        raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
+    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = variant.with_classes(num_classes or classes or variant.num_classes)
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
+    shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)
+    if len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"input_shape must be (T, H, W, 3) (channels last), not {shape}")
+
+    inputs = keras.Input(shape=shape, name=INPUT)
+    values = {INPUT: inputs}
+    for layer in expand(variant):
+        if not include_top and layer.op in ("avgpool", "dense"):
+            break
+        if layer.op == "add":
+            out = keras.layers.Add(name=keras_name(layer.name))([values[n] for n in layer.inputs])
+        else:
+            out = _apply(layer, values[layer.inputs[0]], classifier_activation)
+        values[layer.name] = out
+    x = out
+    if not include_top and pooling == "avg":
+        x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
+    elif not include_top and pooling == "max":
+        x = keras.layers.GlobalMaxPooling3D(name="maxpool")(x)
+    return keras.Model(inputs, x, name=name or variant.name)

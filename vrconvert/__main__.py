@@ -1,0 +1,3 @@
+from vrconvert.cli.main import main
+
+main()
