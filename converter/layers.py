@@ -107,6 +107,9 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
         x = g.relu(f"stem.{3 * i + 2}", x)
         channels = stem.channels
 
+    total_blocks = sum(stage.blocks for stage in arch.stages)
+    if arch.midplanes is not None and len(arch.midplanes) != total_blocks:
+        raise ValueError(f"{arch.name}: {len(arch.midplanes)} midplanes given for {total_blocks} blocks")
     block_index = 0
     for s, stage in enumerate(arch.stages, start=1):
         kind = CONV_KINDS[stage.conv]
@@ -137,8 +140,6 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
             x = g.relu(f"{p}.relu", x)
             channels = out_planes
 
-    if arch.midplanes is not None and len(arch.midplanes) != block_index:
-        raise ValueError(f"{arch.name}: {len(arch.midplanes)} midplanes given for {block_index} blocks")
     x = g.add("avgpool", "avgpool", (x,))
     g.add("fc", "dense", (x,), channels_in=channels, channels_out=arch.num_classes, bias=True)
     return tuple(g.layers)

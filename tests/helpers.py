@@ -1,0 +1,52 @@
+"""Test helpers that deliberately do NOT use vrconvert's mapping: the simplest weight copy there is,
+so that the builders are checked independently of the converter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+
+def copy_to_keras(model, state: dict[str, np.ndarray]) -> None:
+    """Copies a torch-named numpy state dict into a vrconvert Keras model, layer by layer."""
+    import keras
+
+    for layer in model.layers:
+        path = layer.name.replace("_", ".")
+        if isinstance(layer, keras.layers.Conv3D):
+            layer.set_weights([state[path + ".weight"].transpose(2, 3, 4, 1, 0)])
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([state[f"{path}.{s}"] for s in ("weight", "bias", "running_mean", "running_var")])
+        elif isinstance(layer, keras.layers.Dense):
+            layer.set_weights([state[path + ".weight"].T, state[path + ".bias"]])
+
+
+def random_state_dict(model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random weights for a torch model, BatchNorm statistics randomised too (a swapped mapping shows)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key, tensor in model.state_dict().items():
+        shape = tuple(tensor.shape)
+        if key.endswith("num_batches_tracked"):
+            out[key] = np.array(rng.integers(0, 1000), dtype=np.int64)
+        elif key.endswith("running_var") or (key.endswith("weight") and len(shape) == 1):
+            out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        elif len(shape) == 1:
+            out[key] = rng.normal(0, 0.1, shape).astype(np.float32)
+        else:
+            out[key] = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape).astype(np.float32)
+    return out
+
+
+def run_python(code: str, *, backend: str = "tensorflow", timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter (not in the repo folder, so nothing is imported by accident)."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env=env, cwd=os.path.expanduser("~") if False else "/", timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return result

@@ -1,0 +1,80 @@
+"""The spec and its expansion, checked without building any framework model."""
+
+from dataclasses import replace
+
+import pytest
+from oracle import ARCHS, keys
+
+from vrconvert.converter import layers, spec
+
+TORCHVISION_PARAMS = {"r3d_18": 33_371_472, "mc3_18": 11_695_440, "r2plus1d_18": 31_505_325}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_spec_parameter_count_matches_torchvision(arch):
+    variant = spec.get(arch)
+    assert variant.num_params == TORCHVISION_PARAMS[arch]
+    assert layers.count_params(layers.expand(variant)) == TORCHVISION_PARAMS[arch]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_expansion_covers_torchvision_modules_in_order(arch):
+    """Every state_dict key's module is a weight-bearing record, in torchvision's order."""
+    modules = list(dict.fromkeys(e["key"].rsplit(".", 1)[0] for e in keys(arch)))
+    assert [layer.name for layer in layers.expand(spec.get(arch)) if layer.has_weights] == modules
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_keras_names_are_reversible_and_dot_free(arch):
+    for layer in layers.expand(spec.get(arch)):
+        name = layers.keras_name(layer.name)
+        assert "." not in name
+        assert layers.torch_path(name) == layer.name
+
+
+def test_unknown_arch_lists_known_ones():
+    with pytest.raises(KeyError, match="r2plus1d_18"):
+        spec.get("resnet50")
+
+
+def test_pretrained_metadata():
+    r21d = spec.get("r2plus1d_18")
+    assert r21d.pretrained.filename == "r2plus1d_18-91a641e6.pth"
+    assert r21d.pretrained.sha256_prefix == "91a641e6"
+    assert r21d.preprocessing.resize == (128, 171) and r21d.preprocessing.crop == (112, 112)
+
+
+def test_stage_outputs():
+    ends = layers.stage_outputs(layers.expand(spec.get("r2plus1d_18")))
+    assert ends == {"stem": "stem.5", "layer1": "layer1.1.relu", "layer2": "layer2.1.relu",
+                    "layer3": "layer3.1.relu", "layer4": "layer4.1.relu"}
+
+
+def test_spec_expresses_the_papers_family():
+    """R2D, MCx, rMCx, depth 34 and a bottleneck are spec values, no new code (shipping comes later)."""
+    r3d = spec.get("r3d_18")
+    family = {
+        "r2d_18": replace(r3d, name="r2d_18", stem=spec.STEM_2D, stages=spec._stages(("2d",) * 4)),
+        "rmc3_18": replace(r3d, name="rmc3_18", stem=spec.STEM_2D, stages=spec._stages(("2d", "3d", "3d", "3d"))),
+        "r3d_34": replace(r3d, name="r3d_34", stages=spec._stages(("3d",) * 4, (3, 4, 6, 3))),
+        "r2plus1d_34": replace(spec.get("r2plus1d_18"), stages=spec._stages(("2plus1d",) * 4, (3, 4, 6, 3))),
+        "r3d_50": replace(r3d, name="r3d_50", block="bottleneck", stages=spec._stages(("3d",) * 4, (3, 4, 6, 3))),
+    }
+    for name, arch in family.items():
+        records = layers.expand(arch)
+        assert records[-1].name == "fc"
+        assert records[-1].channels_in == 512 * arch.expansion, name
+    r2d = [r for r in layers.expand(family["r2d_18"]) if r.op == "conv"]
+    assert all(r.kernel[0] == 1 and r.stride[0] == 1 for r in r2d)  # time untouched
+    bottleneck = [r.name for r in layers.expand(family["r3d_50"]) if r.name.startswith("layer1.0.")]
+    assert "layer1.0.conv3.0" in bottleneck and "layer1.0.downsample.0" in bottleneck
+
+
+def test_explicit_midplanes_override_the_formula():
+    r21d = spec.get("r2plus1d_18")
+    widths = tuple(range(100, 108))
+    convs = {r.name: r for r in layers.expand(replace(r21d, midplanes=widths))}
+    assert convs["layer1.0.conv1.0.0"].channels_out == 100
+    assert convs["layer4.1.conv2.0.3"].channels_in == 107
+    with pytest.raises(ValueError, match="midplanes"):
+        layers.expand(replace(r21d, midplanes=(1, 2)))
