@@ -6,7 +6,10 @@ import click
 
 from vrconvert import __version__
 
+from .convert import keras2torch, torch2keras
 from .demo import demo
+from .errors import run_guarded
+from .inspect import inspect, mapping_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,8 +18,9 @@ def cli() -> None:
     """Convert torchvision's video ResNets (r3d_18, mc3_18, r2plus1d_18) between PyTorch and Keras 3."""
 
 
-cli.add_command(demo)
+for command in (torch2keras, keras2torch, inspect, mapping_cmd, demo):
+    cli.add_command(command)
 
 
 def main() -> None:
-    cli()
+    run_guarded(lambda: cli.main(standalone_mode=False))

@@ -50,3 +50,37 @@ def run_python(code: str, *, backend: str = "tensorflow", timeout: int = 300) ->
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result
+
+
+def make_checkpoint(arch: str, num_classes: int = 400, seed: int = 0):
+    """(torch model with random weights and BatchNorm statistics, its numpy state dict)."""
+    import torch
+
+    from vrconvert import models_torch
+
+    model = models_torch.build(arch, num_classes=num_classes).eval()
+    state = random_state_dict(model, seed)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model, state
+
+
+def torch_logits(model, clip: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(clip)).numpy()
+
+
+def invoke(args: list[str], capsys) -> tuple[int, str, str]:
+    """Runs the real CLI entry point in-process (error table included): (exit status, stdout, stderr)."""
+    from vrconvert.cli.errors import run_guarded
+    from vrconvert.cli.main import cli
+
+    capsys.readouterr()
+    try:
+        run_guarded(lambda: cli.main(args=[str(a) for a in args], standalone_mode=False))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

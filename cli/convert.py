@@ -1,0 +1,80 @@
+"""`vrconvert torch2keras` and `vrconvert keras2torch`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import arch_option, emit_json, force_option, json_option, note
+
+
+def _report(result, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    for line in result.notes:
+        note(f"note: {line}")
+    if result.hash_check:
+        note(f"note: {result.hash_check}")
+    click.echo(f"{result.src} -> {result.dst}: {result.arch}, {result.num_classes} classes, "
+               f"{result.num_params:,} parameters ({result.seconds:.1f} s)")
+    if result.tolerance is not None:
+        for case in result.cases:
+            click.echo(f"  {case.input}: max abs diff {case.max_abs_diff:.2e}, max rel diff {case.max_rel_diff:.2e}, "
+                       f"cosine {case.cosine:.9f}, top-1 {'=' if case.top1_agree else '!='}, "
+                       f"top-5 {'=' if case.top5_agree else '!='}")
+        verdict = "PASS" if result.passed else "FAIL"
+        worst = max(c.max_rel_diff for c in result.cases)
+        click.echo(f"parity {verdict}: max relative difference {worst:.2e} (tolerance {result.tolerance:g})")
+
+
+@click.command("torch2keras")
+@click.argument("src", required=False)
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
+@arch_option
+@click.option("--pretrained", metavar="ARCH", default=None,
+              help="Download torchvision's Kinetics-400 weights for ARCH (hash-checked) instead of SRC.")
+@force_option
+@click.option("--no-validate", is_flag=True, help="Skip the logits parity check.")
+@click.option("--tolerance", type=float, default=None, help="Relative logits tolerance (default 1e-5).")
+@click.option("--frames", type=int, default=16, show_default=True, help="Frames of the parity clip.")
+@click.option("--size", type=int, default=112, show_default=True, help="Height and width of the parity clip.")
+@json_option
+def torch2keras(src, dst, arch, pretrained, force, no_validate, tolerance, frames, size, as_json) -> None:
+    """Convert a torch checkpoint SRC (.pth, .pt, .safetensors) to DST (.keras, .h5 or .weights.h5)."""
+    from vrconvert.converter import convert, parity
+    from vrconvert.converter.errors import InputError
+
+    if pretrained and src:
+        raise click.UsageError("give either SRC or --pretrained, not both")
+    if pretrained:
+        from vrconvert.converter import spec
+        from vrconvert.converter.download import fetch_pretrained
+        from vrconvert.converter.output import check_target
+        from vrconvert.converter.keras_io import KERAS_SUFFIXES
+
+        if pretrained not in spec.VARIANTS:
+            raise InputError(f"unknown architecture {pretrained!r}; known: {', '.join(spec.VARIANTS)}")
+        check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
+        src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
+    if not src:
+        raise click.UsageError("missing SRC (or --pretrained ARCH)")
+    result = convert.torch_to_keras(src, dst, arch=arch, force=force, validate=not no_validate,
+                                    tolerance=tolerance or parity.DEFAULT_TOLERANCE,
+                                    clips=convert.default_clips(frames, (size, size)))
+    _report(result, as_json)
+
+
+@click.command("keras2torch")
+@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
+@arch_option
+@click.option("--num-classes", type=int, default=None, help="Head width, for .weights.h5 (default: detected).")
+@force_option
+@json_option
+def keras2torch(src, dst, arch, num_classes, force, as_json) -> None:
+    """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors)."""
+    from vrconvert.converter import convert
+
+    _report(convert.keras_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force), as_json)

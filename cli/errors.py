@@ -1,0 +1,53 @@
+"""One table from exception type to what the user sees: one line on stderr and an exit status.
+Tracebacks only with VRCONVERT_DEBUG=1."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+import click
+
+from vrconvert.converter.errors import VRConvertError
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# (exception type, exit status, message prefix); the first matching row wins.
+ERROR_TABLE: list[tuple[type[BaseException], int | None, str]] = [
+    (VRConvertError, None, ""),  # exit status from the exception (2 input, 1 parity)
+    (FileNotFoundError, 2, "file not found: "),
+    (PermissionError, 2, "permission denied: "),
+    (IsADirectoryError, 2, "is a directory: "),
+    (MemoryError, 2, "out of memory: "),
+    (OSError, 2, "I/O error: "),
+]
+
+
+def run_guarded(entry: Callable[[], None]) -> None:
+    """Runs the click group; maps known errors to one line and an exit status."""
+    debug = os.environ.get("VRCONVERT_DEBUG") == "1"
+    try:
+        entry()
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: click's own message, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        for kind, status, prefix in ERROR_TABLE:
+            if isinstance(exc, kind):
+                click.echo(f"error: {prefix}{_first_line(exc)}", err=True)
+                sys.exit(status if status is not None else exc.exit_code)
+        click.echo(f"error: internal error ({type(exc).__name__}: {_first_line(exc)}); "
+                   "rerun with VRCONVERT_DEBUG=1 for a traceback", err=True)
+        sys.exit(3)

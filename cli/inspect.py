@@ -1,0 +1,68 @@
+"""`vrconvert inspect` and `vrconvert mapping`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import emit_json, json_option
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def inspect(file: Path, as_json: bool) -> None:
+    """Describe a checkpoint or Keras file: format, architecture, classes, parameters, dtype, hash."""
+    from vrconvert.converter import accounting, keras_io
+    from vrconvert.converter.layers import count_params, expand
+    from vrconvert.converter.errors import InputError
+
+    if keras_io.keras_suffix(file):
+        variant, variables = keras_io.read_keras_file(file)
+        info = {"file": str(file), "format": keras_io.keras_suffix(file), "arch": variant.name,
+                "num_classes": variant.num_classes, "dtypes": sorted({str(v.dtype) for v in variables.values()}),
+                "hash_check": None, "notes": []}
+    else:
+        from vrconvert.converter import checkpoint
+
+        ckpt = checkpoint.read_checkpoint(file)
+        shapes = accounting.shapes_of(ckpt.state)
+        try:
+            variant = accounting.detect(shapes)
+        except InputError as exc:
+            raise InputError(f"{file}: {exc}") from exc
+        info = {"file": str(file), "format": ckpt.format, "arch": variant.name, "num_classes": variant.num_classes,
+                "dtypes": ckpt.source_dtypes, "hash_check": ckpt.hash_check, "notes": ckpt.notes}
+    info["num_params"] = count_params(expand(variant))
+    info["file_size"] = file.stat().st_size
+    if as_json:
+        emit_json(info)
+        return
+    for key, value in info.items():
+        if value not in (None, []):
+            click.echo(f"{key:12s} {', '.join(value) if isinstance(value, list) else value}")
+
+
+@click.command("mapping")
+@click.argument("arch")
+@click.option("--num-classes", type=int, default=400, show_default=True)
+@json_option
+def mapping_cmd(arch: str, num_classes: int, as_json: bool) -> None:
+    """Print the torch <-> Keras name mapping of ARCH, derived from the spec."""
+    from vrconvert.converter import mapping, spec
+    from vrconvert.converter.errors import InputError
+
+    try:
+        variant = spec.get(arch).with_classes(num_classes)
+    except KeyError as exc:
+        raise InputError(exc.args[0]) from exc
+    rows = mapping.table(variant)
+    if as_json:
+        emit_json({"arch": variant.name, "num_classes": num_classes, "entries": rows})
+        return
+    width = max(len(r["torch"]) for r in rows)
+    for r in rows:
+        keras = r["keras"] or "(torch-only buffer; written as 0)"
+        perm = f"  permute {tuple(r['permutation'])}" if r["permutation"] else ""
+        click.echo(f"{r['torch']:<{width}}  {str(tuple(r['torch_shape'])):<22} {keras}{perm}")

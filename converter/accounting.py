@@ -1,0 +1,103 @@
+"""Strict accounting of a state dict against an architecture, and detection of the architecture.
+
+Missing, unexpected and shape-mismatched keys are all listed before anything is assigned (the style of
+Hugging Face's cross-loading report); any non-empty list is an error. Nothing is ever squeezed or
+reshaped to fit. R3D and MC3 share every key name: only kernel shapes tell them apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import mapping, spec
+from .errors import InputError
+
+OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
+
+
+@dataclass
+class Report:
+    """What did not fit between a state dict and an architecture."""
+
+    arch: str
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, found, expected
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def size(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.mismatched)
+
+    def summary(self, limit: int = 4) -> str:
+        def some(items: list[str]) -> str:
+            more = f", and {len(items) - limit} more" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({some(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({some(self.unexpected)})")
+        if self.mismatched:
+            shown = [f"{k}: found {tuple(a)} expected {tuple(b)}" for k, a, b in self.mismatched]
+            parts.append(f"{len(self.mismatched)} mismatched ({some(shown)})")
+        return "; ".join(parts) or "all keys match"
+
+    def as_dict(self) -> dict:
+        return {"arch": self.arch, "missing": self.missing, "unexpected": self.unexpected,
+                "mismatched": [{"key": k, "found": list(a), "expected": list(b)} for k, a, b in self.mismatched]}
+
+
+def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
+    """Compares a state dict's key -> shape against `arch` (num_batches_tracked may be absent)."""
+    expected = mapping.torch_shapes(arch)
+    report = Report(arch.name)
+    for key, shape in expected.items():
+        if key not in shapes:
+            if not key.endswith(OPTIONAL_SUFFIX):
+                report.missing.append(key)
+        elif tuple(shapes[key]) != shape:
+            report.mismatched.append((key, tuple(shapes[key]), shape))
+    report.unexpected = [key for key in shapes if key not in expected]
+    return report
+
+
+def num_classes_of(shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """A classifier head's width, read from `fc.weight` (fine-tuned heads differ from 400)."""
+    fc = shapes.get("fc.weight")
+    return int(fc[0]) if fc is not None and len(fc) == 2 else None
+
+
+def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None) -> spec.Arch:
+    """The one known architecture (with its head width) that accounts for every key, or an InputError.
+
+    With `arch` given, only that one is tried, and the error lists what did not fit.
+    """
+    if not shapes:
+        raise InputError("the checkpoint holds no tensors")
+    classes = num_classes_of(shapes)
+    candidates = [spec.get(arch)] if arch else list(spec.VARIANTS.values())
+    reports, matches = [], []
+    for variant in candidates:
+        variant = variant.with_classes(classes or variant.num_classes)
+        report = account(variant, shapes)
+        (matches if report.ok else reports).append(variant if report.ok else report)
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise InputError(f"ambiguous checkpoint: it fits {', '.join(m.name for m in matches)}; pass --arch")
+    if arch:
+        raise InputError(f"the checkpoint does not match {arch}: {reports[0].summary()}")
+    best = min(reports, key=lambda r: r.size)
+    found = f"{len(shapes)} tensors" + (f", first key {next(iter(shapes))!r}" if shapes else "")
+    raise InputError(f"unknown architecture ({found}); closest is {best.arch}: {best.summary()}")
+
+
+def shapes_of(state: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(np.shape(value)) for key, value in state.items()}

@@ -1,0 +1,135 @@
+"""The two conversion flows, top to bottom:
+
+torch_to_keras: checkpoint -> normalised state dict -> accounting/detection -> mapping -> Keras model
+                -> parity check -> file (atomic)
+keras_to_torch: Keras file -> variables -> detection -> mapping (inverse) -> state dict -> file (atomic)
+
+Plus the in-memory forms the Python API exposes.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import accounting, checkpoint, keras_io, mapping, parity, spec
+from .errors import ParityError
+from .layers import count_params, expand
+from .output import atomic_path, check_target
+
+TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+@dataclass
+class Result:
+    """What a conversion did, for the CLI's human and JSON output."""
+
+    src: str
+    dst: str
+    arch: str
+    num_classes: int
+    num_params: int
+    source_format: str
+    source_dtypes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    hash_check: str | None = None
+    seconds: float = 0.0
+    tolerance: float | None = None
+    cases: list[parity.Case] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.tolerance is None else all(c.passed(self.tolerance) for c in self.cases)
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "cases"}
+        out["passed"] = self.passed
+        out["cases"] = [c.as_dict() for c in self.cases]
+        return out
+
+
+def load_state(src: str | Path, arch: str | None = None) -> tuple[checkpoint.Checkpoint, spec.Arch]:
+    """A checkpoint read, normalised and strictly accounted for against its (detected) architecture."""
+    ckpt = checkpoint.read_checkpoint(src)
+    variant = accounting.detect(accounting.shapes_of(ckpt.state), arch)
+    return ckpt, variant
+
+
+def state_dict_to_keras(state: dict, arch: str | None = None):
+    """In memory: a torchvision-style state dict (torch tensors or numpy) -> a Keras model."""
+    arrays = {k: np.asarray(v.detach().cpu().float() if hasattr(v, "detach") and v.is_floating_point() else v)
+              for k, v in state.items()}
+    variant = accounting.detect(accounting.shapes_of(arrays), arch)
+    return keras_io.build_model(variant, arrays)
+
+
+def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]:
+    """In memory: a vrconvert Keras model -> a torchvision state dict of numpy arrays (in order)."""
+    variables = keras_io.variables_of(model)
+    variant = accounting.detect(keras_io.torch_shapes_of(variables), arch)
+    return mapping.to_torch(variant, variables)
+
+
+def torch_model_from_state(variant: spec.Arch, state: dict[str, np.ndarray]):
+    import torch
+
+    from vrconvert import models_torch
+
+    model = models_torch.build(variant, num_classes=variant.num_classes).eval()
+    # pre-1.0 checkpoints lack num_batches_tracked: the only key accounting lets be absent
+    full = {key: state.get(key, np.zeros((), np.int64)) for key in mapping.torch_shapes(variant)}
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in full.items()}, strict=True)
+    return model
+
+
+def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112)) -> dict[str, np.ndarray]:
+    return {f"random(seed=0, {frames}x{size[0]}x{size[1]})": parity.random_clip(0, frames, size)}
+
+
+def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None, force: bool = False,
+                   validate: bool = True, tolerance: float = parity.DEFAULT_TOLERANCE,
+                   clips: dict[str, np.ndarray] | None = None) -> Result:
+    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing."""
+    start = time.perf_counter()
+    dst = Path(dst)
+    suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES)
+    ckpt, variant = load_state(src, arch)
+    model = keras_io.build_model(variant, ckpt.state)
+    result = Result(str(src), str(dst), variant.name, variant.num_classes, count_params(expand(variant)),
+                    ckpt.format, ckpt.source_dtypes, ckpt.notes, ckpt.hash_check)
+    if validate:
+        from vrconvert.models_tf.infer import predictor
+
+        result.tolerance = tolerance
+        result.cases = parity.run_pair(torch_model_from_state(variant, ckpt.state), predictor(model),
+                                       clips or default_clips())
+        if not result.passed:
+            worst = max(result.cases, key=lambda c: c.max_rel_diff)
+            raise ParityError(f"parity failed: max relative difference {worst.max_rel_diff:.2e} > {tolerance:g} "
+                              f"on {worst.input}; nothing was written")
+    with atomic_path(dst, suffix) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras' "legacy HDF5" notice: the user asked for .h5
+        model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def keras_to_torch(src: str | Path, dst: str | Path, *, arch: str | None = None, num_classes: int | None = None,
+                   force: bool = False) -> Result:
+    """Converts a `.keras`/`.h5`/`.weights.h5` file to a torchvision state dict (`.pth` or `.safetensors`)."""
+    start = time.perf_counter()
+    dst = Path(dst)
+    suffix = check_target(dst, force, TORCH_SUFFIXES)
+    src = Path(src)
+    variant, variables = keras_io.read_keras_file(src, arch, num_classes)
+    state = mapping.to_torch(variant, variables)
+    report = accounting.account(variant, accounting.shapes_of(state))
+    assert report.ok, report.summary()  # to_torch writes exactly torchvision's layout
+    with atomic_path(dst, suffix) as tmp:
+        checkpoint.write_torch(state, tmp)
+    return Result(str(src), str(dst), variant.name, variant.num_classes, count_params(expand(variant)), keras_io.keras_suffix(src),
+                  ["float32"], [], None, time.perf_counter() - start)

