@@ -30,8 +30,7 @@ def _report(result, as_json: bool) -> None:
 
 
 @click.command("torch2keras")
-@click.argument("src", required=False)
-@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("paths", nargs=-1, metavar="[SRC] DST")
 @arch_option
 @click.option("--pretrained", metavar="ARCH", default=None,
               help="Download torchvision's Kinetics-400 weights for ARCH (hash-checked) instead of SRC.")
@@ -41,13 +40,18 @@ def _report(result, as_json: bool) -> None:
 @click.option("--frames", type=int, default=16, show_default=True, help="Frames of the parity clip.")
 @click.option("--size", type=int, default=112, show_default=True, help="Height and width of the parity clip.")
 @json_option
-def torch2keras(src, dst, arch, pretrained, force, no_validate, tolerance, frames, size, as_json) -> None:
-    """Convert a torch checkpoint SRC (.pth, .pt, .safetensors) to DST (.keras, .h5 or .weights.h5)."""
+def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, size, as_json) -> None:
+    """Convert a torch checkpoint SRC (.pth, .pt, .safetensors) to DST (.keras, .h5 or .weights.h5).
+
+    With --pretrained ARCH, only DST is given: torchvision's Kinetics-400 checkpoint is downloaded
+    into torch's hub cache (SHA-256 checked) and converted.
+    """
     from vrconvert.converter import convert, parity
     from vrconvert.converter.errors import InputError
 
-    if pretrained and src:
-        raise click.UsageError("give either SRC or --pretrained, not both")
+    if len(paths) != (1 if pretrained else 2):
+        raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
+    src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
     if pretrained:
         from vrconvert.converter import spec
         from vrconvert.converter.download import fetch_pretrained
@@ -58,8 +62,6 @@ def torch2keras(src, dst, arch, pretrained, force, no_validate, tolerance, frame
             raise InputError(f"unknown architecture {pretrained!r}; known: {', '.join(spec.VARIANTS)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
         src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
-    if not src:
-        raise click.UsageError("missing SRC (or --pretrained ARCH)")
     result = convert.torch_to_keras(src, dst, arch=arch, force=force, validate=not no_validate,
                                     tolerance=tolerance or parity.DEFAULT_TOLERANCE,
                                     clips=convert.default_clips(frames, (size, size)))
