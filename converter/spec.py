@@ -168,6 +168,17 @@ VARIANTS: dict[str, Arch] = {
 }
 
 
+def category_names(arch: Arch | str) -> list[str] | None:
+    """The class names of `arch`'s logits, in order (Kinetics-400's ship with vrconvert); None if unnamed."""
+    from importlib.resources import files
+
+    variant = get(arch) if isinstance(arch, str) else arch
+    if variant.categories is None:
+        return None
+    names = files(__package__).joinpath("data", variant.categories).read_text(encoding="utf-8").splitlines()
+    return names if len(names) == variant.num_classes else None
+
+
 def get(name: str) -> Arch:
     """The variant called `name`, or a KeyError that lists the known ones."""
     try:

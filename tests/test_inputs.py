@@ -188,3 +188,14 @@ def test_mapping_command(capsys):
     assert len(doc["entries"]) == 226 - 2  # every state_dict key of torchvision's r2plus1d_18
     code, _, err = invoke(["mapping", "resnet50"], capsys)
     assert code == 2 and "unknown architecture" in err
+
+
+def test_json_output(mc3, tmp_path, torch, capsys):
+    import json
+
+    src = tmp_path / "m.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in mc3[1].items()}, src)
+    code, out, _ = invoke(["torch2keras", src, tmp_path / "m.keras", "--json", *SMALL], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["passed"] is True and doc["arch"] == "mc3_18"
+    assert doc["cases"][0]["max_rel_diff"] <= 1e-5 and doc["cases"][0]["top5_agree"] is True

@@ -78,3 +78,9 @@ def test_explicit_midplanes_override_the_formula():
     assert convs["layer4.1.conv2.0.3"].channels_in == 107
     with pytest.raises(ValueError, match="midplanes"):
         layers.expand(replace(r21d, midplanes=(1, 2)))
+
+
+def test_kinetics_category_names_ship_with_the_package():
+    names = spec.category_names("r2plus1d_18")
+    assert len(names) == 400 and names[0] == "abseiling" and len(set(names)) == 400
+    assert spec.category_names(spec.get("mc3_18").with_classes(101)) is None  # a fine-tuned head is unnamed
