@@ -35,6 +35,7 @@ def demo(arch: str, out_dir: Path) -> None:
         click.echo(f"using torchvision's pretrained checkpoint {src}")
     else:
         src = out_dir / f"{arch}_generated.pth"
+        torch.manual_seed(0)  # reproducible demo figures
         model = models_torch.build(arch).eval()
         rng = np.random.default_rng(0)
         with torch.no_grad():
