@@ -63,7 +63,7 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
         src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
     result = convert.torch_to_keras(src, dst, arch=arch, force=force, validate=not no_validate,
-                                    tolerance=tolerance or parity.DEFAULT_TOLERANCE,
+                                    tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
                                     clips=convert.default_clips(frames, (size, size)))
     _report(result, as_json)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import accounting, mapping, spec
+from .layers import torch_path
 from .errors import InputError
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
@@ -49,7 +50,7 @@ def torch_shapes_of(variables: dict[str, np.ndarray]) -> dict[str, tuple[int, ..
     for path, array in variables.items():
         layer, var = path.rsplit("/", 1) if "/" in path else ("", path)
         rule = mapping.rule_for_keras(var, np.ndim(array))
-        key = f"{mapping.torch_path(layer)}.{rule.torch_suffix}" if rule else path
+        key = f"{torch_path(layer)}.{rule.torch_suffix}" if rule else path
         shape = tuple(np.shape(array))
         if rule and rule.permutation:
             shape = tuple(shape[int(a)] for a in np.argsort(rule.permutation))

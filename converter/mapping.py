@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import Layer, expand, keras_name, torch_path
+from .layers import Layer, expand, keras_name
 from .spec import Arch
 
 TORCH_ONLY_SUFFIX = "num_batches_tracked"

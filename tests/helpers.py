@@ -46,7 +46,7 @@ def run_python(code: str, *, backend: str = "tensorflow", timeout: int = 300) ->
     """Runs `code` in a fresh interpreter (not in the repo folder, so nothing is imported by accident)."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            env=env, cwd=os.path.expanduser("~") if False else "/", timeout=timeout)
+                            env=env, cwd="/", timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result

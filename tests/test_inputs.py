@@ -4,9 +4,7 @@ file, and no code from the checkpoint runs."""
 import pickle
 import subprocess
 import sys
-from dataclasses import replace
 
-import numpy as np
 import pytest
 from helpers import invoke, make_checkpoint
 
