@@ -8,6 +8,7 @@ this list; none of them knows anything about R3D, MC3 or R(2+1)D.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -97,8 +98,11 @@ class _Graph:
         return self.conv(name, x, cin, cout, (1, 3, 3), (1, stride, stride))
 
 
+@functools.lru_cache(maxsize=64)
 def expand(arch: Arch) -> tuple[Layer, ...]:
-    """The ordered layer records of `arch`, named and ordered as torchvision's modules."""
+    """The ordered layer records of `arch`, named and ordered as torchvision's modules.
+
+    Cached: records and specs are immutable, and mapping, accounting and builders all walk them."""
     g = _Graph()
     x, channels = INPUT, 3
     for i, stem in enumerate(arch.stem):
