@@ -10,13 +10,14 @@ import numpy as np
 
 from . import accounting, mapping, spec
 from .layers import torch_path
+from .output import matching_suffix
 from .errors import InputError
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 
 
 def keras_suffix(path: Path) -> str | None:
-    return next((s for s in KERAS_SUFFIXES if path.name.endswith(s)), None)
+    return matching_suffix(path, KERAS_SUFFIXES)
 
 
 def build_model(arch: spec.Arch, state: dict[str, np.ndarray]):

@@ -11,9 +11,14 @@ from pathlib import Path
 from .errors import InputError
 
 
+def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
+    """The first of `suffixes` that `path`'s name ends with (list `.weights.h5` before `.h5`)."""
+    return next((s for s in suffixes if path.name.endswith(s)), None)
+
+
 def check_target(dst: Path, force: bool, suffixes: tuple[str, ...]) -> str:
     """Validates DST before any work is done; returns the matched suffix."""
-    suffix = next((s for s in suffixes if dst.name.endswith(s)), None)
+    suffix = matching_suffix(dst, suffixes)
     if suffix is None or dst.name == suffix:
         raise InputError(f"{dst}: the output must end with {', '.join(suffixes)}")
     if dst.exists() and not force:

@@ -64,6 +64,13 @@ def make_checkpoint(arch: str, num_classes: int = 400, seed: int = 0):
     return model, state
 
 
+def save_state(state: dict[str, np.ndarray], path, **options) -> None:
+    """Saves a numpy state dict exactly as torchvision's users do: torch.save of tensors."""
+    import torch
+
+    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, path, **options)
+
+
 def torch_logits(model, clip: np.ndarray) -> np.ndarray:
     import torch
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_checkpoint, run_python, torch_logits
+from helpers import save_state, make_checkpoint, run_python, torch_logits
 from oracle import ARCHS, keys, rel_err
 
 from vrconvert.converter import convert, mapping, spec
@@ -31,7 +31,7 @@ RELOAD = """
 def test_torch_to_keras_all_formats_reload_in_fresh_process(arch, tmp_path, torch):
     model, state = make_checkpoint(arch, seed=11)
     src = tmp_path / f"{arch}.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, src)
+    save_state(state, src)
     clip = np.random.default_rng(2).standard_normal((1, 3, 4, 64, 64)).astype(np.float32)
     files = {}
     for suffix in FORMATS:
@@ -56,7 +56,7 @@ def test_round_trip_torch_keras_torch_is_bit_exact(arch, tmp_path, torch):
     _, state = make_checkpoint(arch, seed=5)
     state = {k: (np.array(0, np.int64) if k.endswith("num_batches_tracked") else v) for k, v in state.items()}
     src = tmp_path / "src.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, src)
+    save_state(state, src)
     for keras_suffix, torch_suffix in ((".keras", ".pth"), (".weights.h5", ".safetensors")):
         mid, back = tmp_path / f"mid{keras_suffix}", tmp_path / f"back{torch_suffix}"
         convert.torch_to_keras(src, mid, validate=False)
@@ -132,7 +132,7 @@ def test_python_api_files(tmp_path, torch):
     import vrconvert
 
     _, state = make_checkpoint("r3d_18", seed=1)
-    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "a.pth")
+    save_state(state, tmp_path / "a.pth")
     result = vrconvert.torch_to_keras(tmp_path / "a.pth", tmp_path / "a.keras", validate=False)
     assert result.arch == "r3d_18" and Path(result.dst).is_file()
     assert vrconvert.keras_to_torch(tmp_path / "a.keras", tmp_path / "b.pth").arch == "r3d_18"

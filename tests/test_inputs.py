@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import invoke, make_checkpoint
+from helpers import save_state, invoke, make_checkpoint
 
 SMALL = ["--frames", "4", "--size", "64"]
 
@@ -55,7 +55,7 @@ def test_every_input_form_converts(mc3, tmp_path, torch, capsys):
 
 def test_fine_tuned_head_is_detected(tmp_path, torch, capsys):
     _, state = make_checkpoint("r2plus1d_18", num_classes=101, seed=2)
-    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "ucf.pth")
+    save_state(state, tmp_path / "ucf.pth")
     code, out, _ = invoke(["torch2keras", tmp_path / "ucf.pth", tmp_path / "ucf.h5", *SMALL], capsys)
     assert code == 0 and "r2plus1d_18, 101 classes" in out
     code, out, _ = invoke(["inspect", tmp_path / "ucf.h5", "--json"], capsys)
@@ -65,7 +65,7 @@ def test_fine_tuned_head_is_detected(tmp_path, torch, capsys):
 def test_r3d_and_mc3_told_apart_by_shapes(tmp_path, torch, capsys):
     for arch in ("r3d_18", "mc3_18"):
         _, state = make_checkpoint(arch, seed=1)
-        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp_path / "x.pth")
+        save_state(state, tmp_path / "x.pth")
         code, out, _ = invoke(["inspect", tmp_path / "x.pth"], capsys)
         assert code == 0 and f"arch         {arch}" in out
 
@@ -89,7 +89,7 @@ def _hostile_files(tmp_path, torch, mc3_state):
     files["raw_pickle.pt"] = tmp_path / "raw_pickle.pt"
     files["raw_pickle.pt"].write_bytes(pickle.dumps(RunsCode()))
     good = tmp_path / "good.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in mc3_state.items()}, good)
+    save_state(mc3_state, good)
     data = good.read_bytes()
     files["truncated.pth"] = tmp_path / "truncated.pth"
     files["truncated.pth"].write_bytes(data[: len(data) // 2])
@@ -124,7 +124,7 @@ def test_hostile_inputs_fail_cleanly(mc3, tmp_path, torch, capsys):
 
 def test_existing_output_is_left_alone_without_force(mc3, tmp_path, torch, capsys):
     src = tmp_path / "m.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in mc3[1].items()}, src)
+    save_state(mc3[1], src)
     dst = tmp_path / "exists.keras"
     dst.write_bytes(b"precious")
     code, _, err = invoke(["torch2keras", src, dst, *SMALL], capsys)
@@ -149,7 +149,7 @@ def test_parity_failure_exits_1_and_writes_nothing(mc3, tmp_path, torch, capsys,
     from vrconvert.converter import keras_io
 
     src = tmp_path / "m.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in mc3[1].items()}, src)
+    save_state(mc3[1], src)
     build = keras_io.build_model
 
     def sabotaged(arch, state):
@@ -192,7 +192,7 @@ def test_json_output(mc3, tmp_path, torch, capsys):
     import json
 
     src = tmp_path / "m.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in mc3[1].items()}, src)
+    save_state(mc3[1], src)
     code, out, _ = invoke(["torch2keras", src, tmp_path / "m.keras", "--json", *SMALL], capsys)
     doc = json.loads(out)
     assert code == 0 and doc["passed"] is True and doc["arch"] == "mc3_18"

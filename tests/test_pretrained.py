@@ -6,7 +6,7 @@ import threading
 from dataclasses import replace
 
 import pytest
-from helpers import invoke, make_checkpoint
+from helpers import save_state, invoke, make_checkpoint
 
 from vrconvert.converter import spec
 
@@ -34,7 +34,7 @@ def _publish(root, torch, name_hash: str | None = None):
     """Serves a generated mc3_18 checkpoint under a torchvision-style name; returns (filename, sha256)."""
     _, state = make_checkpoint("mc3_18", seed=8)
     tmp = root / "tmp.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in state.items()}, tmp)
+    save_state(state, tmp)
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     filename = f"mc3_18-{name_hash or digest[:8]}.pth"
     tmp.rename(root / filename)
