@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import arch_option, emit_json, force_option, json_option, note
+from .options import arch_option, emit_json, force_option, frames_option, json_option, note, parse_size, tolerance_option
+from .validate import print_report
 
 
 def _report(result, as_json: bool) -> None:
@@ -19,14 +20,8 @@ def _report(result, as_json: bool) -> None:
         note(f"note: {result.hash_check}")
     click.echo(f"{result.src} -> {result.dst}: {result.arch}, {result.num_classes} classes, "
                f"{result.num_params:,} parameters ({result.seconds:.1f} s)")
-    if result.tolerance is not None:
-        for case in result.cases:
-            click.echo(f"  {case.input}: max abs diff {case.max_abs_diff:.2e}, max rel diff {case.max_rel_diff:.2e}, "
-                       f"cosine {case.cosine:.9f}, top-1 {'=' if case.top1_agree else '!='}, "
-                       f"top-5 {'=' if case.top5_agree else '!='}")
-        verdict = "PASS" if result.passed else "FAIL"
-        worst = max(c.max_rel_diff for c in result.cases)
-        click.echo(f"parity {verdict}: max relative difference {worst:.2e} (tolerance {result.tolerance:g})")
+    if result.parity is not None:
+        print_report(result.parity)
 
 
 @click.command("torch2keras")
@@ -36,9 +31,9 @@ def _report(result, as_json: bool) -> None:
               help="Download torchvision's Kinetics-400 weights for ARCH (hash-checked) instead of SRC.")
 @force_option
 @click.option("--no-validate", is_flag=True, help="Skip the logits parity check.")
-@click.option("--tolerance", type=float, default=None, help="Relative logits tolerance (default 1e-5).")
-@click.option("--frames", type=int, default=16, show_default=True, help="Frames of the parity clip.")
-@click.option("--size", type=int, default=112, show_default=True, help="Height and width of the parity clip.")
+@tolerance_option
+@frames_option
+@click.option("--size", default="112x112", show_default=True, help="HxW of the random parity clip.")
 @json_option
 def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, size, as_json) -> None:
     """Convert a torch checkpoint SRC (.pth, .pt, .safetensors) to DST (.keras, .h5 or .weights.h5).
@@ -49,6 +44,7 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
     from vrconvert.converter import convert, parity
     from vrconvert.converter.errors import InputError
 
+    clip_size = parse_size(size)
     if len(paths) != (1 if pretrained else 2):
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
@@ -64,7 +60,7 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
         src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
     result = convert.torch_to_keras(src, dst, arch=arch, force=force, validate=not no_validate,
                                     tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                    clips=convert.default_clips(frames, (size, size)))
+                                    clips=convert.default_clips(frames, clip_size))
     _report(result, as_json)
 
 

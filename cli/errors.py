@@ -32,7 +32,9 @@ def run_guarded(entry: Callable[[], None]) -> None:
     """Runs the click group; maps known errors to one line and an exit status."""
     debug = os.environ.get("VRCONVERT_DEBUG") == "1"
     try:
-        entry()
+        status = entry()  # click returns the status of ctx.exit() in non-standalone mode
+        if status:
+            sys.exit(status)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors: click's own message, exit 2

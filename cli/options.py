@@ -12,6 +12,31 @@ arch_option = click.option("--arch", type=click.Choice(list(spec.VARIANTS)), def
                            help="Architecture (default: detected from the file's keys and shapes).")
 force_option = click.option("--force", is_flag=True, help="Replace DST if it exists.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+frames_option = click.option("--frames", type=click.IntRange(min=1), default=16, show_default=True,
+                             help="Frames per clip.")
+tolerance_option = click.option("--tolerance", type=click.FloatRange(min=0), default=None,
+                                help="Largest accepted logits difference, relative to the largest |logit| "
+                                     "(default 1e-5; fp32 rounding measures below 1e-6).")
+device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                             help="Run both models here (cuda: torch on CUDA, Keras on the GPU).")
+keras_backend_option = click.option("--keras-backend", type=click.Choice(["tensorflow", "jax", "torch"]),
+                                    default="tensorflow", show_default=True, help="Keras backend to run on.")
+allow_tf32_option = click.option("--allow-tf32", is_flag=True,
+                                 help="On GPU, let both sides use TF32 (off by default for strict parity).")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'112x112' (or '112') -> (112, 112)."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise click.BadParameter(f"expected HxW such as 112x112, not {text!r}", param_hint="--size")
+    return size  # type: ignore[return-value]
 
 
 def emit_json(document: dict) -> None:

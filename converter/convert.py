@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accounting, checkpoint, keras_io, mapping, parity, spec
-from .errors import ParityError
+from . import accounting, checkpoint, keras_io, mapping, parity, runtime, spec
+from . import validate as validator
+from .errors import InputError, ParityError
 from .layers import count_params, expand
 from .output import atomic_path, check_target
 
@@ -38,17 +39,16 @@ class Result:
     notes: list[str] = field(default_factory=list)
     hash_check: str | None = None
     seconds: float = 0.0
-    tolerance: float | None = None
-    cases: list[parity.Case] = field(default_factory=list)
+    parity: validator.Report | None = None  # None when the check was skipped (or not applicable)
 
     @property
     def passed(self) -> bool | None:
-        return None if self.tolerance is None else all(c.passed(self.tolerance) for c in self.cases)
+        return None if self.parity is None else self.parity.passed
 
     def as_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "cases"}
-        out["passed"] = self.passed
-        out["cases"] = [c.as_dict() for c in self.cases]
+        out = {k: v for k, v in self.__dict__.items() if k != "parity"}
+        report = self.parity.as_dict() if self.parity else {"passed": None}
+        out.update({k: v for k, v in report.items() if k not in ("arch", "num_classes", "torch_file", "keras_file")})
         return out
 
 
@@ -69,9 +69,8 @@ def state_dict_to_keras(state: dict, arch: str | None = None):
 
 def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]:
     """In memory: a vrconvert Keras model -> a torchvision state dict of numpy arrays (in order)."""
-    variables = keras_io.variables_of(model)
-    variant = accounting.detect(keras_io.torch_shapes_of(variables), arch)
-    return mapping.to_torch(variant, variables)
+    variant = accounting.detect(keras_io.torch_shapes_of(keras_io.shapes_of_model(model)), arch)
+    return mapping.to_torch(variant, keras_io.variables_of(model))
 
 
 def torch_model_from_state(variant: spec.Arch, state: dict[str, np.ndarray]):
@@ -87,7 +86,16 @@ def torch_model_from_state(variant: spec.Arch, state: dict[str, np.ndarray]):
 
 
 def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112)) -> dict[str, np.ndarray]:
-    return {f"random(seed=0, {frames}x{size[0]}x{size[1]})": parity.random_clip(0, frames, size)}
+    """The post-conversion check's inputs: one seeded random clip and the packaged real clip
+    (left out, with a note, where PyAV is not installed)."""
+    try:
+        return validator.clips_for(frames=frames, size=size, random=1, sample=True)
+    except InputError as exc:
+        if "PyAV" not in str(exc):
+            raise
+        warnings.warn("the real-clip parity check needs PyAV (pip install 'vrconvert[video]'); random clip only",
+                      stacklevel=2)
+        return validator.clips_for(frames=frames, size=size, random=1, sample=False)
 
 
 def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None, force: bool = False,
@@ -102,15 +110,14 @@ def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None,
     result = Result(str(src), str(dst), variant.name, variant.num_classes, count_params(expand(variant)),
                     ckpt.format, ckpt.source_dtypes, ckpt.notes, ckpt.hash_check)
     if validate:
-        from vrconvert.models_tf.infer import predictor
-
-        result.tolerance = tolerance
-        result.cases = parity.run_pair(torch_model_from_state(variant, ckpt.state), predictor(model),
-                                       clips or default_clips())
-        if not result.passed:
-            worst = max(result.cases, key=lambda c: c.max_rel_diff)
-            raise ParityError(f"parity failed: max relative difference {worst.max_rel_diff:.2e} > {tolerance:g} "
-                              f"on {worst.input}; nothing was written")
+        report = validator.check_models(variant, torch_model_from_state(variant, ckpt.state), model,
+                                       clips or default_clips(), runtime.prepare("cpu"), tolerance)
+        result.parity = report
+        if not report.passed:
+            where = report.first_divergence
+            place = f"; first divergence at {where.torch_module} / {where.keras_layer}" if where else ""
+            raise ParityError(f"parity failed: max relative difference {report.worst.max_rel_diff:.2e} > "
+                              f"{tolerance:g} on {report.worst.input}{place}; nothing was written")
     with atomic_path(dst, suffix) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Keras' "legacy HDF5" notice: the user asked for .h5
         model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))

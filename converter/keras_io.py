@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from . import accounting, mapping, spec
+from .errors import InputError
 from .layers import torch_path
 from .output import matching_suffix
-from .errors import InputError
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 
@@ -44,23 +44,29 @@ def variables_of(model) -> dict[str, np.ndarray]:
     return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
 
 
-def torch_shapes_of(variables: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """Keras variables renamed and reshaped to torch's spelling by the mapping's rules alone, so that
-    the architecture can be detected (and accounted for) exactly as for a torch checkpoint."""
-    shapes = {}
-    for path, array in variables.items():
+def torch_shapes_of(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Keras variable shapes renamed and permuted to torch's spelling by the mapping's rules alone, so
+    that the architecture can be detected (and accounted for) exactly as for a torch checkpoint."""
+    out = {}
+    for path, shape in shapes.items():
         layer, var = path.rsplit("/", 1) if "/" in path else ("", path)
-        rule = mapping.rule_for_keras(var, np.ndim(array))
+        shape = tuple(shape)
+        rule = mapping.rule_for_keras(var, len(shape))
         key = f"{torch_path(layer)}.{rule.torch_suffix}" if rule else path
-        shape = tuple(np.shape(array))
         if rule and rule.permutation:
             shape = tuple(shape[int(a)] for a in np.argsort(rule.permutation))
-        shapes[key] = shape
-    return shapes
+        out[key] = shape
+    return out
 
 
-def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):
-    """(arch, variables) from a `.keras`/`.h5` model or a `.weights.h5` file (which needs the arch)."""
+def shapes_of_model(model) -> dict[str, tuple[int, ...]]:
+    return {v.path: tuple(v.shape) for v in model.weights}
+
+
+def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int | None = None):
+    """(arch, model) from a `.keras`/`.h5` model (loaded as saved, safe mode on) or a `.weights.h5`
+    file (loaded into a freshly built model of the detected or given arch)."""
+    path = Path(path)
     suffix = keras_suffix(path)
     if suffix is None:
         raise InputError(f"{path}: expected a .keras, .h5 or .weights.h5 file")
@@ -76,7 +82,7 @@ def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None
         except Exception as exc:
             raise InputError(f"{path}: does not fit {variant.name} with {variant.num_classes} classes: "
                              f"{str(exc).splitlines()[0]}") from exc
-        return variant, variables_of(model)
+        return variant, model
     import keras
 
     try:
@@ -85,9 +91,14 @@ def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None
             model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
-    variables = variables_of(model)
-    variant = accounting.detect(torch_shapes_of(variables), arch)
-    return variant, variables
+    variant = accounting.detect(torch_shapes_of(shapes_of_model(model)), arch)
+    return variant, model
+
+
+def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):
+    """(arch, variables) of a Keras file, keyed by variable path."""
+    variant, model = load_keras_model(path, arch, num_classes)
+    return variant, variables_of(model)
 
 
 def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None) -> spec.Arch:

@@ -117,7 +117,7 @@ class Arch:
     def expansion(self) -> int:
         return 4 if self.block == "bottleneck" else 1
 
-    def with_classes(self, num_classes: int) -> "Arch":
+    def with_classes(self, num_classes: int) -> Arch:
         return replace(self, num_classes=num_classes)
 
 

@@ -1,0 +1,186 @@
+"""The parity validator: do a torch model and a Keras model compute the same function, and if not,
+where do they part?
+
+1. Both models run on the same clips (seeded random ones, the packaged real clip, the user's videos)
+   and their logits are compared: max absolute and relative difference (relative to the largest
+   |logit|), cosine, top-1 and top-5 agreement, the time each side took.
+2. When a clip fails, both models run once more on it, keeping the output of every layer record
+   (stem, every conv, BatchNorm, ReLU, residual add, pooling, head); the first record whose output
+   differs by more than the tolerance (relative to that layer's largest |activation|) is named, as
+   torch module and Keras layer, with the figures of the records around it.
+
+`torch_to_keras` checks its output with the same functions before it writes anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import parity, spec
+from .errors import InputError
+from .layers import expand, keras_name
+from .runtime import Runtime
+
+CONTEXT = 2  # records shown before and after the first divergence
+
+
+@dataclass
+class LayerDiff:
+    """One layer record's outputs compared (relative to the torch side's largest |activation|)."""
+
+    torch_module: str
+    keras_layer: str
+    op: str
+    max_abs_diff: float
+    max_rel_diff: float
+
+
+@dataclass
+class Divergence:
+    """The first record that differs beyond tolerance, on `input`, with its neighbours' figures."""
+
+    input: str
+    torch_module: str
+    keras_layer: str
+    op: str
+    max_abs_diff: float
+    max_rel_diff: float
+    before: list[LayerDiff] = field(default_factory=list)
+    after: list[LayerDiff] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    arch: str
+    num_classes: int
+    runtime: Runtime
+    tolerance: float
+    cases: list[parity.Case]
+    first_divergence: Divergence | None = None
+    torch_file: str | None = None
+    keras_file: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed(self.tolerance) for c in self.cases)
+
+    @property
+    def worst(self) -> parity.Case:
+        return max(self.cases, key=lambda c: c.max_rel_diff)
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "tolerance": self.tolerance, **self.runtime.as_dict(),
+                "arch": self.arch, "num_classes": self.num_classes, "torch_file": self.torch_file,
+                "keras_file": self.keras_file, "cases": [c.as_dict() for c in self.cases],
+                "first_divergence": asdict(self.first_divergence) if self.first_divergence else None}
+
+
+def clips_for(*, frames: int = 16, size: tuple[int, int] = (112, 112), random: int = 1, sample: bool = True,
+              videos: Sequence[str | Path] = ()) -> dict[str, np.ndarray]:
+    """The validation inputs, by name, in torch layout (N, C, T, H, W): `random` seeded normal clips
+    of `size`, the packaged real clip and one centred clip of each video (Kinetics preprocessing)."""
+    from . import video
+
+    clips = {f"random(seed={seed}, {frames}x{size[0]}x{size[1]})": parity.random_clip(seed, frames, size)
+             for seed in range(random)}
+    for path in ([video.SAMPLE_CLIP] if sample else []) + [Path(v) for v in videos]:
+        clip = video.load_clips(path, frames=frames, layout="NCTHW")[0]
+        clips[clip.name if path == video.SAMPLE_CLIP else f"{path}[{clip.start_frame}:{clip.start_frame + frames}]"] \
+            = clip.array
+    return clips
+
+
+def run_cases(torch_model, keras_run, clips: dict[str, np.ndarray], runtime: Runtime) -> Iterator[parity.Case]:
+    """Runs both models on every clip (torch layout in; the Keras side gets the transpose)."""
+    import torch
+
+    device = runtime.torch_device()
+    for name, clip in clips.items():
+        x = torch.from_numpy(clip).to(device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            expected = torch_model(x).cpu().numpy()
+        t_torch = time.perf_counter() - start
+        channels_last = np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1))
+        start = time.perf_counter()
+        with runtime.keras_scope():
+            got = keras_run(channels_last)
+        yield parity.compare(name, expected, got, t_torch, time.perf_counter() - start)
+
+
+def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, runtime: Runtime) -> list[LayerDiff]:
+    """Every layer record's output on `clip`, torch vs Keras, in network order."""
+    import keras
+    import torch
+
+    from vrconvert.models_tf.infer import predictor
+
+    records = expand(arch)
+    with runtime.keras_scope():
+        probe = keras.Model(keras_model.inputs, [keras_model.get_layer(keras_name(r.name)).output for r in records])
+        got = predictor(probe)(np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1)))
+    with torch.no_grad():
+        values = torch_model.run(torch.from_numpy(clip).to(runtime.torch_device()), keep=[r.name for r in records])
+    diffs = []
+    for record, keras_out in zip(records, got):
+        expected = values.pop(record.name).cpu().numpy()
+        if expected.ndim == 5:
+            expected = expected.transpose(0, 2, 3, 4, 1)
+        diff = float(np.abs(expected.astype(np.float64) - keras_out).max())
+        scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
+        diffs.append(LayerDiff(record.name, keras_name(record.name), record.op, diff, diff / scale))
+    return diffs
+
+
+def first_divergence(diffs: list[LayerDiff], tolerance: float, input_name: str) -> Divergence | None:
+    for i, d in enumerate(diffs):
+        if d.max_rel_diff > tolerance:
+            return Divergence(input_name, d.torch_module, d.keras_layer, d.op, d.max_abs_diff, d.max_rel_diff,
+                              diffs[max(0, i - CONTEXT):i], diffs[i + 1:i + 1 + CONTEXT])
+    return None
+
+
+def check_models(arch: spec.Arch, torch_model, keras_model, clips: dict[str, np.ndarray], runtime: Runtime,
+                 tolerance: float = parity.DEFAULT_TOLERANCE, progress=None) -> Report:
+    """Compares the two in-memory models on `clips`; localises the first divergence on the worst clip.
+
+    `progress`, if given, wraps the iterator of cases (e.g. a progress bar of `len(clips)` steps).
+    """
+    from vrconvert.models_tf.infer import predictor
+
+    torch_model = torch_model.to(runtime.torch_device()).eval()
+    cases_iter = run_cases(torch_model, predictor(keras_model), clips, runtime)
+    if progress is not None:
+        with progress(cases_iter) as bar:
+            cases = list(bar)
+    else:
+        cases = list(cases_iter)
+    report = Report(arch.name, arch.num_classes, runtime, tolerance, cases)
+    if not report.passed:
+        worst = report.worst.input
+        diffs = layer_diffs(arch, torch_model, keras_model, clips[worst], runtime)
+        report.first_divergence = first_divergence(diffs, tolerance, worst)
+    return report
+
+
+def validate_files(torch_file: str | Path, keras_file: str | Path, *, clips: dict[str, np.ndarray],
+                   runtime: Runtime, tolerance: float = parity.DEFAULT_TOLERANCE, progress=None) -> Report:
+    """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
+    from . import convert, keras_io
+
+    ckpt, variant = convert.load_state(torch_file)
+    with runtime.keras_scope():
+        keras_variant, keras_model = keras_io.load_keras_model(Path(keras_file))
+    if (variant.name, variant.num_classes) != (keras_variant.name, keras_variant.num_classes):
+        raise InputError(f"the two files hold different networks: {torch_file} is {variant.name} with "
+                         f"{variant.num_classes} classes, {keras_file} is {keras_variant.name} with "
+                         f"{keras_variant.num_classes} classes")
+    torch_model = convert.torch_model_from_state(variant, ckpt.state)
+    report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress)
+    report.torch_file, report.keras_file = str(torch_file), str(keras_file)
+    return report

@@ -1,0 +1,141 @@
+"""Real video in: decode with PyAV, sample clips, apply the Kinetics eval transform (numpy only).
+
+Frames are decoded once, front to back, and each kept frame is resized to the transform's 128x171
+straight away (the resize acts frame by frame), so memory is about 65 KB per kept frame whatever
+the source resolution. Frame indices are exact decode order, not seek approximations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import preprocess
+from .errors import InputError
+from .preprocess import KINETICS
+from .spec import Preprocessing
+
+DATA = Path(__file__).parent / "data"
+SAMPLE_CLIP = DATA / "vtest_clip.mp4"  # 40 frames of OpenCV's vtest.avi, 320x240, 10 fps (see data/README.md)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One preprocessed clip: where it came from and the model input (batch of one)."""
+
+    name: str
+    start_frame: int
+    frames: int
+    array: np.ndarray
+
+
+def _open(path: Path):
+    try:
+        import av
+    except ImportError as exc:
+        raise InputError("reading video needs PyAV: pip install 'vrconvert[video]'") from exc
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not a video file PyAV can read ({str(exc).strip().splitlines()[0]})") from exc
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: no video stream in this file")
+    return container
+
+
+def _decode(path: Path, wanted: set[int] | None, size: tuple[int, int]) -> tuple[dict[int, np.ndarray], int]:
+    """Frames by index (resized to `size`), all of them when `wanted` is None, and the frame count."""
+    import av
+
+    kept: dict[int, np.ndarray] = {}
+    count = 0
+    last = max(wanted) if wanted else None
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for count, frame in enumerate(container.decode(stream), start=1):
+                index = count - 1
+                if wanted is None or index in wanted:
+                    kept[index] = preprocess.resize_uint8(frame.to_ndarray(format="rgb24")[None], size)[0]
+                if last is not None and index >= last:
+                    break
+        except av.error.FFmpegError as exc:
+            if count == 0:
+                raise InputError(f"{path}: cannot decode its video stream ({exc})") from exc
+            # a damaged tail: keep what decoded, as players do
+    return kept, count
+
+
+def frame_count(path: str | Path) -> int:
+    """The number of frames: the container's figure when it gives one, else counted by decoding."""
+    path = Path(path)
+    with _open(path) as container:
+        declared = container.streams.video[0].frames
+    return declared if declared > 0 else _decode(Path(path), set(), (1, 1))[1]
+
+
+def frame_rate(path: str | Path) -> float:
+    with _open(Path(path)) as container:
+        rate = container.streams.video[0].average_rate
+    if not rate:
+        raise InputError(f"{path}: the video declares no frame rate; give a start frame instead of a time")
+    return float(rate)
+
+
+def clip_starts(total: int, frames: int, clips: int) -> list[int]:
+    """Start frames of `clips` clips spread evenly from the first frame to the last (one clip: centred)."""
+    if clips == 1:
+        return [(total - frames) // 2]
+    return [round(i * (total - frames) / (clips - 1)) for i in range(clips)]
+
+
+def load_clips(path: str | Path, *, frames: int = 16, clips: int = 1, start_frame: int | None = None,
+               start_time: float | None = None, preprocessing: Preprocessing = KINETICS,
+               layout: preprocess.Layout = "NTHWC") -> list[Clip]:
+    """Clips of `frames` consecutive frames, preprocessed as torchvision's Kinetics-400 eval transform.
+
+    One clip from `start_frame` or `start_time` (seconds), or `clips` clips evenly spaced over the
+    video. Each `Clip.array` is a batch of one in `layout` ("NTHWC" for Keras, "NCTHW" for torch).
+    """
+    path = Path(path)
+    if frames < 1 or clips < 1:
+        raise InputError(f"frames and clips must be positive (got {frames} frames, {clips} clips)")
+    if start_time is not None:
+        if start_frame is not None:
+            raise InputError("give a start frame or a start time, not both")
+        start_frame = round(start_time * frame_rate(path))
+    if start_frame is not None and clips != 1:
+        raise InputError("a start frame or time selects one clip; leave the number of clips at 1")
+    if start_frame is not None and start_frame < 0:
+        raise InputError(f"{path}: start frame {start_frame} is before the first frame")
+    total = frame_count(path)
+    for _ in range(2):
+        first = start_frame or 0
+        if total < first + frames:
+            where = f" from frame {start_frame}" if start_frame else ""
+            raise InputError(f"{path}: {total} frames, too short for a {frames}-frame clip{where}")
+        starts = [start_frame] if start_frame is not None else clip_starts(total, frames, clips)
+        wanted = {s + i for s in starts for i in range(frames)}
+        kept, decoded = _decode(path, wanted, preprocessing.resize)
+        if wanted <= kept.keys():
+            break
+        total = decoded  # the container overstated its length: sample again over what decodes
+    out = []
+    for start in starts:
+        clip = np.stack([kept[start + i] for i in range(frames)])
+        array = preprocess.crop_and_normalize(clip, preprocessing, layout)
+        out.append(Clip(f"{path.name}[{start}:{start + frames}]", start, frames, array))
+    return out
+
+
+def sample_clip(frames: int = 16, layout: preprocess.Layout = "NTHWC") -> Clip:
+    """The clip packaged with vrconvert (real video, so parity is checked on natural images too)."""
+    return load_clips(SAMPLE_CLIP, frames=frames, layout=layout)[0]
