@@ -10,6 +10,7 @@ from .convert import keras2torch, torch2keras
 from .demo import demo
 from .errors import run_guarded
 from .inspect import inspect, mapping_cmd
+from .predict import predict
 from .validate import validate
 
 
@@ -19,7 +20,7 @@ def cli() -> None:
     """Convert torchvision's video ResNets (r3d_18, mc3_18, r2plus1d_18) between PyTorch and Keras 3."""
 
 
-for command in (torch2keras, keras2torch, validate, inspect, mapping_cmd, demo):
+for command in (torch2keras, keras2torch, validate, predict, inspect, mapping_cmd, demo):
     cli.add_command(command)
 
 

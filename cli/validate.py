@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -39,8 +40,7 @@ def validate(torch_file, keras_file, videos, random_clips, frames, size, no_samp
     from vrconvert.converter import parity, runtime
 
     if not runtime.select_backend(keras_backend):
-        _rerun_with_backend(keras_backend)
-        return
+        rerun_with_backend(keras_backend)
     from vrconvert.converter import validate as validator
 
     tolerance = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
@@ -94,8 +94,9 @@ def print_report(report) -> None:
         click.echo("no single layer exceeds the tolerance: the difference builds up across the network")
 
 
-def _rerun_with_backend(backend: str) -> None:
-    """Keras is already running on another backend in this process: run the command in a child."""
+def rerun_with_backend(backend: str) -> NoReturn:
+    """Keras is already running on another backend in this process: run the command in a child and
+    exit with its status."""
     ctx = click.get_current_context()
     args = []
     for param in ctx.command.params:

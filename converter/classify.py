@@ -1,0 +1,97 @@
+"""Classify a real video with a converted model (Keras file) or a torch checkpoint.
+
+N clips spread evenly over the video, each preprocessed exactly as torchvision's Kinetics-400 eval
+transform; the softmax probabilities are averaged over the clips. The Keras path never imports torch
+(unless Keras itself runs on its torch backend), the torch path never imports Keras.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import keras_io, spec, video
+from .errors import InputError
+
+TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+@dataclass
+class Label:
+    rank: int
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass
+class Prediction:
+    video: str
+    model: str
+    framework: str
+    arch: str
+    num_classes: int
+    clips: list[str]
+    top: list[Label] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _runner(model_path: Path, arch: str | None, num_classes: int | None):
+    """(arch, framework name, clip layout, function clip -> logits) for a Keras file or a torch checkpoint."""
+    if keras_io.keras_suffix(model_path):
+        import keras
+
+        from vrconvert.models_tf.infer import predictor
+
+        variant, model = keras_io.load_keras_model(model_path, arch, num_classes)
+        return variant, f"keras ({keras.backend.backend()})", "NTHWC", predictor(model)
+    if model_path.name.lower().endswith(TORCH_SUFFIXES):
+        import torch
+
+        from .convert import load_state, torch_model_from_state
+
+        ckpt, variant = load_state(model_path, arch)
+        model = torch_model_from_state(variant, ckpt.state)
+
+        def run(clip: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.from_numpy(clip)).numpy()
+
+        return variant, "torch", "NCTHW", run
+    raise InputError(f"{model_path}: expected a Keras file (.keras, .h5, .weights.h5) or a torch checkpoint "
+                     f"({', '.join(TORCH_SUFFIXES)})")
+
+
+def classify(video_path: str | Path, model_path: str | Path, *, top: int = 5, clips: int = 1,
+             frames: int | None = None, arch: str | None = None, num_classes: int | None = None) -> Prediction:
+    """The `top` classes of a video, probabilities averaged over `clips` evenly spaced clips."""
+    start = time.perf_counter()
+    video_path, model_path = Path(video_path), Path(model_path)
+    if top < 1 or clips < 1:
+        raise InputError("--top and --clips must be at least 1")
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no such file")
+    # decode first: a bad video fails before a model is loaded
+    frames = frames or spec.Preprocessing().frames
+    batch = video.load_clips(video_path, frames=frames, clips=clips, layout="NCTHW")
+    variant, framework, layout, run = _runner(model_path, arch, num_classes)
+    probabilities = np.mean([softmax(run(c.array if layout == "NCTHW" else c.array.transpose(0, 2, 3, 4, 1)))[0]
+                             for c in batch], axis=0)
+    names = spec.category_names(variant)
+    order = np.argsort(-probabilities, kind="stable")[:top]
+    labels = [Label(rank + 1, int(i), names[i] if names else f"class {i}", float(probabilities[i]))
+              for rank, i in enumerate(order)]
+    return Prediction(str(video_path), str(model_path), framework, variant.name, variant.num_classes,
+                      [c.name for c in batch], labels, time.perf_counter() - start)
