@@ -8,7 +8,6 @@ strict parity switches it off everywhere, and every report says which was used.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import warnings
@@ -115,8 +114,3 @@ def _set_tf32(backend: str, allow: bool) -> None:
         import jax
 
         jax.config.update("jax_default_matmul_precision", "tensorfloat32" if allow else "highest")
-
-
-@contextlib.contextmanager
-def no_scope():
-    yield
