@@ -45,6 +45,10 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
     from vrconvert.converter.errors import InputError
 
     clip_size = parse_size(size)
+    if no_validate:
+        from vrconvert.converter.runtime import select_backend_for_writing
+
+        select_backend_for_writing()
     if len(paths) != (1 if pretrained else 2):
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))

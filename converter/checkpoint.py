@@ -1,20 +1,24 @@
 """Reading the torch checkpoints users really have into a normalised state dict, and writing one back.
 
 Normalised means: a flat `{torchvision key: numpy array}` with training-script wrappers and
-`module.` prefixes removed and every floating tensor in float32. `torch.load` always runs with
-`weights_only=True`, so a checkpoint can never execute code; safetensors never could.
+`module.` prefixes removed and every floating tensor in float32. Zip checkpoints are read by
+`torchzip` (numpy only, an allowlist unpickler); what it does not handle, and the legacy format, go
+to `torch.load(weights_only=True)`. Either way a checkpoint can never execute code; safetensors never
+could.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import torchzip
 from .errors import InputError
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net", "network")
@@ -77,7 +81,16 @@ def sniff(path: Path) -> str:
 
 
 def _load_torch(path: Path, fmt: str):
-    import torch
+    reason = "the legacy (pre-1.6) torch format"
+    if fmt == "torch-zip":
+        try:
+            return torchzip.load(path)
+        except torchzip.Unsupported as exc:
+            reason = str(exc)  # torch's own safe loader handles more (or refuses with its reason)
+    try:
+        import torch
+    except ImportError as exc:
+        raise InputError(f"{path}: reading it needs torch ({reason}): pip install torch") from exc
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch-zip")
@@ -93,16 +106,23 @@ def _load_safetensors(path: Path) -> dict:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return {key: f.get_tensor(key) for key in f.keys()}
+        with safe_open(str(path), framework="numpy") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except TypeError:
+        pass  # bfloat16 has no numpy dtype: torch reads it
     except Exception as exc:
         raise InputError(f"{path}: cannot read it as safetensors: {str(exc).splitlines()[0]}") from exc
+    with safe_open(str(path), framework="pt") as f:
+        return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+
+
+def _is_tensor(value) -> bool:
+    torch = sys.modules.get("torch")  # without torch imported, no torch tensor can exist
+    return isinstance(value, (torchzip.Tensor, np.ndarray)) or (torch is not None and isinstance(value, torch.Tensor))
 
 
 def _is_tensor_dict(obj) -> bool:
-    import torch
-
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return isinstance(obj, Mapping) and bool(obj) and all(_is_tensor(v) for v in obj.values())
 
 
 def _unwrap(obj, notes: list[str]) -> Mapping:
@@ -130,19 +150,33 @@ def _strip_prefixes(state: Mapping, notes: list[str]) -> dict:
     return state
 
 
-def _to_numpy(state: dict, notes: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
-    import torch
+FLOATS = ("float16", "bfloat16", "float32", "float64")
 
+
+def _float32(value) -> np.ndarray:
+    if isinstance(value, torchzip.Tensor):
+        return value.float32()
+    if isinstance(value, np.ndarray):
+        return value.astype(np.float32)
+    return value.detach().cpu().float().numpy()
+
+
+def _to_numpy(state: dict, notes: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     converted: dict[str, int] = {}
     dtypes: set[str] = set()
     out = {}
     for key, tensor in state.items():
-        dtypes.add(str(tensor.dtype).removeprefix("torch."))
-        if tensor.is_floating_point() and tensor.dtype != torch.float32:
-            name = str(tensor.dtype).removeprefix("torch.")
+        name = tensor.dtype if isinstance(tensor, torchzip.Tensor) else str(tensor.dtype).removeprefix("torch.")
+        dtypes.add(name)
+        if name in FLOATS and name != "float32":
             converted[name] = converted.get(name, 0) + 1
-            tensor = tensor.to(torch.float32)
-        out[key] = tensor.detach().cpu().numpy()
+            out[key] = _float32(tensor)
+        elif isinstance(tensor, torchzip.Tensor):
+            out[key] = tensor.array
+        elif isinstance(tensor, np.ndarray):
+            out[key] = tensor
+        else:
+            out[key] = tensor.detach().cpu().numpy()
     for name, count in converted.items():
         notes.append(f"converted {count} {name} tensors to float32")
     return out, sorted(dtypes)

@@ -9,6 +9,8 @@ Plus the in-memory forms the Python API exposes.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -79,9 +81,10 @@ def torch_model_from_state(variant: spec.Arch, state: dict[str, np.ndarray]):
     from vrconvert import models_torch
 
     model = models_torch.build(variant, num_classes=variant.num_classes).eval()
-    # pre-1.0 checkpoints lack num_batches_tracked: the only key accounting lets be absent
-    full = {key: state.get(key, np.zeros((), np.int64)) for key in mapping.torch_shapes(variant)}
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in full.items()}, strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read-only (memory-mapped) arrays: load_state_dict copies them
+        tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in mapping.complete(variant, state).items()}
+    model.load_state_dict(tensors, strict=True)
     return model
 
 
@@ -118,11 +121,24 @@ def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None,
             place = f"; first divergence at {where.torch_module} / {where.keras_layer}" if where else ""
             raise ParityError(f"parity failed: max relative difference {report.worst.max_rel_diff:.2e} > "
                               f"{tolerance:g} on {report.worst.input}{place}; nothing was written")
-    with atomic_path(dst, suffix) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Keras' "legacy HDF5" notice: the user asked for .h5
+    with atomic_path(dst, suffix) as tmp, _legacy_format_notice_silenced():
         model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
     result.seconds = time.perf_counter() - start
     return result
+
+
+@contextlib.contextmanager
+def _legacy_format_notice_silenced():
+    """Keras warns (as a warning or through absl's logger) that `.h5` is legacy: the user chose it."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        absl.setLevel(level)
 
 
 def keras_to_torch(src: str | Path, dst: str | Path, *, arch: str | None = None, num_classes: int | None = None,

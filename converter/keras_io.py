@@ -4,6 +4,7 @@ Keras file read back strictly (never `load_weights(by_name=True)`, which skips w
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -21,21 +22,25 @@ def keras_suffix(path: Path) -> str | None:
 
 
 def build_model(arch: spec.Arch, state: dict[str, np.ndarray]):
-    """The Keras model of `arch` carrying `state` (already accounted for), every variable assigned once."""
+    """The Keras model of `arch` carrying `state` (already accounted for), every variable assigned once.
+
+    Arrays are permuted and assigned one at a time, so peak memory is the model plus one tensor.
+    """
     from vrconvert import models_tf
 
     model = models_tf.build(arch)
-    assign(model, mapping.to_keras(arch, state))
+    assign(model, mapping.iter_keras(arch, state), {e.keras_path for e in mapping.entries(arch)})
     return model
 
 
-def assign(model, arrays: dict[str, np.ndarray]) -> None:
+def assign(model, arrays: Iterable[tuple[str, np.ndarray]], paths: set[str]) -> None:
+    """Assigns (variable path, array) pairs; `paths` (what they will cover) must be exactly the model's."""
     variables = {v.path: v for v in model.weights}
-    if set(variables) != set(arrays):
-        missing, extra = sorted(set(variables) - set(arrays)), sorted(set(arrays) - set(variables))
+    if set(variables) != paths:
+        missing, extra = sorted(set(variables) - paths), sorted(paths - set(variables))
         raise InputError(f"the mapping does not cover the Keras model: unassigned {missing[:4]}, unknown {extra[:4]}")
-    for path, variable in variables.items():
-        variable.assign(arrays[path])
+    for path, array in arrays:
+        variables[path].assign(array)
 
 
 def variables_of(model) -> dict[str, np.ndarray]:

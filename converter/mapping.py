@@ -8,6 +8,8 @@ back as 0 by `to_torch`, which torchvision loads strictly.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,15 +110,27 @@ def torch_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
             _torch_shape(layer, rule.torch_suffix) if rule else () for layer, rule in _walk(arch)}
 
 
+def iter_keras(arch: Arch, state: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    """(Keras variable path, array) one at a time, so a caller can assign each and let it go."""
+    for e in entries(arch):
+        yield e.keras_path, np.require(e.to_keras(state[e.torch_key]), requirements="C")
+
+
 def to_keras(arch: Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """torch-named arrays -> Keras variable path -> array (the state must already be accounted for)."""
-    return {e.keras_path: np.require(e.to_keras(state[e.torch_key]), requirements="C") for e in entries(arch)}
+    return dict(iter_keras(arch, state))
+
+
+def complete(arch: Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`state` in torchvision's key order with the torch-only buffers it lacks (`num_batches_tracked`,
+    absent from Keras and from pre-1.0 checkpoints) filled with 0."""
+    return {key: state[key] if key in state else np.zeros((), np.int64) for key in torch_shapes(arch)}
 
 
 def to_torch(arch: Arch, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Keras variable path -> array  ->  a torchvision state dict (numpy), buffers included, in order."""
-    mapped = {e.torch_key: np.require(e.to_torch(variables[e.keras_path]), requirements="C") for e in entries(arch)}
-    return {key: mapped[key] if key in mapped else np.zeros((), np.int64) for key in torch_shapes(arch)}
+    return complete(arch, {e.torch_key: np.require(e.to_torch(variables[e.keras_path]), requirements="C")
+                           for e in entries(arch)})
 
 
 def table(arch: Arch) -> list[dict]:
