@@ -46,9 +46,9 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
 
     clip_size = parse_size(size)
     if no_validate:
-        from vrconvert.converter.runtime import select_backend_for_writing
+        from vrconvert.converter.runtime import select_backend_for_files
 
-        select_backend_for_writing()
+        select_backend_for_files()
     if len(paths) != (1 if pretrained else 2):
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
@@ -78,5 +78,8 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
 def keras2torch(src, dst, arch, num_classes, force, as_json) -> None:
     """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors)."""
     from vrconvert.converter import convert
+    from vrconvert.converter.runtime import select_backend_for_files
+
+    select_backend_for_files()
 
     _report(convert.keras_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force), as_json)

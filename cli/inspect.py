@@ -19,6 +19,9 @@ def inspect(file: Path, as_json: bool) -> None:
     from vrconvert.converter.errors import InputError
 
     if keras_io.keras_suffix(file):
+        from vrconvert.converter.runtime import select_backend_for_files
+
+        select_backend_for_files()
         variant, variables = keras_io.read_keras_file(file)
         info = {"file": str(file), "format": keras_io.keras_suffix(file), "arch": variant.name,
                 "num_classes": variant.num_classes, "dtypes": sorted({str(v.dtype) for v in variables.values()}),

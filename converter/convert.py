@@ -50,7 +50,10 @@ class Result:
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "parity"}
         report = self.parity.as_dict() if self.parity else {"passed": None}
-        out.update({k: v for k, v in report.items() if k not in ("arch", "num_classes", "torch_file", "keras_file")})
+        out.update({k: v for k, v in report.items() if k not in ("arch", "num_classes", "torch_file", "keras_file",
+                                                                 "seconds")})
+        if self.parity:
+            out["parity_seconds"] = self.parity.seconds
         return out
 
 

@@ -39,11 +39,13 @@ def select_backend(name: str) -> bool:
     return fixed == name
 
 
-def select_backend_for_writing() -> None:
-    """For a command that builds and saves a Keras model but never runs it (`torch2keras --no-validate`):
-    Keras on its numpy backend, with TensorFlow kept out as if it were not installed (a configuration
-    Keras supports; otherwise its serializer imports TensorFlow just to rule out TF types). Saves
-    ~2 s of start-up; the file is the same on every backend. No-op once Keras is imported."""
+def select_backend_for_files() -> None:
+    """For commands that build, load or save Keras models but never run them (`torch2keras
+    --no-validate`, `keras2torch`, `inspect`): Keras on its numpy backend, with TensorFlow kept out
+    as if it were not installed (a configuration Keras supports; otherwise its serializer imports
+    TensorFlow just to rule out TF types). Saves ~2-3 s of start-up; the files are the same on every
+    backend. A no-op once Keras is imported (in-process API use keeps the user's backend).
+    """
     if current_backend() is None:
         os.environ["KERAS_BACKEND"] = "numpy"
         sys.modules.setdefault("tensorflow", None)  # type: ignore[assignment]

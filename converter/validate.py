@@ -64,6 +64,7 @@ class Report:
     first_divergence: Divergence | None = None
     torch_file: str | None = None
     keras_file: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # load, compare (the cases), localise
 
     @property
     def passed(self) -> bool:
@@ -76,7 +77,7 @@ class Report:
     def as_dict(self) -> dict:
         return {"passed": self.passed, "tolerance": self.tolerance, **self.runtime.as_dict(),
                 "arch": self.arch, "num_classes": self.num_classes, "torch_file": self.torch_file,
-                "keras_file": self.keras_file, "cases": [c.as_dict() for c in self.cases],
+                "keras_file": self.keras_file, "seconds": self.seconds, "cases": [c.as_dict() for c in self.cases],
                 "first_divergence": asdict(self.first_divergence) if self.first_divergence else None}
 
 
@@ -153,6 +154,7 @@ def check_models(arch: spec.Arch, torch_model, keras_model, clips: dict[str, np.
     """
     from vrconvert.models_tf.infer import predictor
 
+    start = time.perf_counter()
     torch_model = torch_model.to(runtime.torch_device()).eval()
     cases_iter = run_cases(torch_model, predictor(keras_model), clips, runtime)
     if progress is not None:
@@ -161,10 +163,13 @@ def check_models(arch: spec.Arch, torch_model, keras_model, clips: dict[str, np.
     else:
         cases = list(cases_iter)
     report = Report(arch.name, arch.num_classes, runtime, tolerance, cases)
+    report.seconds["compare"] = time.perf_counter() - start
     if not report.passed:
+        start = time.perf_counter()
         worst = report.worst.input
         diffs = layer_diffs(arch, torch_model, keras_model, clips[worst], runtime)
         report.first_divergence = first_divergence(diffs, tolerance, worst)
+        report.seconds["localise"] = time.perf_counter() - start
     return report
 
 
@@ -173,6 +178,7 @@ def validate_files(torch_file: str | Path, keras_file: str | Path, *, clips: dic
     """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
     from . import convert, keras_io
 
+    start = time.perf_counter()
     ckpt, variant = convert.load_state(torch_file)
     with runtime.keras_scope():
         keras_variant, keras_model = keras_io.load_keras_model(Path(keras_file))
@@ -181,6 +187,8 @@ def validate_files(torch_file: str | Path, keras_file: str | Path, *, clips: dic
                          f"{variant.num_classes} classes, {keras_file} is {keras_variant.name} with "
                          f"{keras_variant.num_classes} classes")
     torch_model = convert.torch_model_from_state(variant, ckpt.state)
+    loaded = time.perf_counter() - start
     report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress)
     report.torch_file, report.keras_file = str(torch_file), str(keras_file)
+    report.seconds = {"load": loaded, **report.seconds}
     return report
