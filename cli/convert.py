@@ -58,8 +58,9 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
         from vrconvert.converter.output import check_target
         from vrconvert.converter.keras_io import KERAS_SUFFIXES
 
-        if pretrained not in spec.VARIANTS:
-            raise InputError(f"unknown architecture {pretrained!r}; known: {', '.join(spec.VARIANTS)}")
+        published = [name for name, v in spec.VARIANTS.items() if v.pretrained]
+        if pretrained not in published:
+            raise InputError(f"no pretrained weights for {pretrained!r}; published: {', '.join(published)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
         src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
     result = convert.torch_to_keras(src, dst, arch=arch, force=force, validate=not no_validate,

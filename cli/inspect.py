@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from .options import emit_json, json_option
+from .options import arch_option, emit_json, json_option
 
 
 @click.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@arch_option
 @json_option
-def inspect(file: Path, as_json: bool) -> None:
+def inspect(file: Path, arch: str | None, as_json: bool) -> None:
     """Describe a checkpoint or Keras file: format, architecture, classes, parameters, dtype, hash."""
     from vrconvert.converter import accounting, keras_io
     from vrconvert.converter.layers import count_params, expand
@@ -22,7 +23,7 @@ def inspect(file: Path, as_json: bool) -> None:
         from vrconvert.converter.runtime import select_backend_for_files
 
         select_backend_for_files()
-        variant, variables = keras_io.read_keras_file(file)
+        variant, variables = keras_io.read_keras_file(file, arch)
         info = {"file": str(file), "format": keras_io.keras_suffix(file), "arch": variant.name,
                 "num_classes": variant.num_classes, "dtypes": sorted({str(v.dtype) for v in variables.values()}),
                 "hash_check": None, "notes": []}
@@ -32,12 +33,13 @@ def inspect(file: Path, as_json: bool) -> None:
         ckpt = checkpoint.read_checkpoint(file)
         shapes = accounting.shapes_of(ckpt.state)
         try:
-            variant = accounting.detect(shapes)
+            variant = accounting.detect(shapes, arch)
         except InputError as exc:
             raise InputError(f"{file}: {exc}") from exc
         info = {"file": str(file), "format": ckpt.format, "arch": variant.name, "num_classes": variant.num_classes,
                 "dtypes": ckpt.source_dtypes, "hash_check": ckpt.hash_check, "notes": ckpt.notes}
     info["num_params"] = count_params(expand(variant))
+    info["midplanes"] = accounting.midplanes_report(variant)  # R(2+1)D widths that differ from the formula
     info["file_size"] = file.stat().st_size
     if as_json:
         emit_json(info)

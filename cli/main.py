@@ -6,6 +6,7 @@ import click
 
 from vrconvert import __version__
 
+from .catalog import build_cmd, list_cmd
 from .convert import keras2torch, torch2keras
 from .demo import demo
 from .errors import run_guarded
@@ -17,10 +18,11 @@ from .validate import validate
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vrconvert")
 def cli() -> None:
-    """Convert torchvision's video ResNets (r3d_18, mc3_18, r2plus1d_18) between PyTorch and Keras 3."""
+    """Convert video ResNets (torchvision's r3d_18, mc3_18, r2plus1d_18 and the paper's family: see
+    `vrconvert list`) between PyTorch and Keras 3, and check that both compute the same logits."""
 
 
-for command in (torch2keras, keras2torch, validate, predict, inspect, mapping_cmd, demo):
+for command in (torch2keras, keras2torch, validate, predict, inspect, mapping_cmd, list_cmd, build_cmd, demo):
     cli.add_command(command)
 
 

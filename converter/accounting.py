@@ -7,11 +7,11 @@ reshaped to fit. R3D and MC3 share every key name: only kernel shapes tell them 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import mapping, spec
+from . import layers, mapping, spec
 from .errors import InputError
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
@@ -74,29 +74,58 @@ def num_classes_of(shapes: dict[str, tuple[int, ...]]) -> int | None:
     return int(fc[0]) if fc is not None and len(fc) == 2 else None
 
 
-def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None) -> spec.Arch:
+def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activation: str | None = None) -> spec.Arch:
     """The one known architecture (with its head width) that accounts for every key, or an InputError.
 
-    With `arch` given, only that one is tried, and the error lists what did not fit.
+    With `arch` given, only that one is tried, and the error lists what did not fit. Weights cannot
+    tell activations apart: a Keras file passes the `activation` its config names, to choose between
+    variants that differ only there (a torch checkpoint of one needs `arch`).
     """
     if not shapes:
         raise InputError("the checkpoint holds no tensors")
     classes = num_classes_of(shapes)
-    candidates = [spec.get(arch)] if arch else list(spec.VARIANTS.values())
+    candidates = [spec.get(arch)] if arch else [v for v in spec.VARIANTS.values()
+                                                if activation is None or v.activation == activation]
     reports, matches = [], []
     for variant in candidates:
         variant = variant.with_classes(classes or variant.num_classes)
         report = account(variant, shapes)
+        if not report.ok and (widened := with_checkpoint_midplanes(variant, shapes)) is not None:
+            variant, report = widened, account(widened, shapes)
         (matches if report.ok else reports).append(variant if report.ok else report)
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise InputError(f"ambiguous checkpoint: it fits {', '.join(m.name for m in matches)}; pass --arch")
+        why = (" (they differ only in their activation, which weights do not record)"
+               if len({replace(m, name="", activation="relu", description="") for m in matches}) == 1 else "")
+        raise InputError(f"ambiguous checkpoint: it fits {', '.join(m.name for m in matches)}{why}; pass --arch")
     if arch:
         raise InputError(f"the checkpoint does not match {arch}: {reports[0].summary()}")
     best = min(reports, key=lambda r: r.size)
     found = f"{len(shapes)} tensors" + (f", first key {next(iter(shapes))!r}" if shapes else "")
     raise InputError(f"unknown architecture ({found}); closest is {best.arch}: {best.summary()}")
+
+
+def with_checkpoint_midplanes(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> spec.Arch | None:
+    """`arch` with its R(2+1)D mid-channel widths read from the checkpoint's spatial kernels, when it
+    has factorised convs and the checkpoint's widths differ from the formula; else None."""
+    convs = layers.midplane_convs(arch)
+    keys = [f"{conv.name}.weight" for conv in convs]
+    if not convs or not all(key in shapes and len(shapes[key]) == 5 for key in keys):
+        return None
+    widths = tuple(int(shapes[key][0]) for key in keys)
+    if widths == tuple(conv.channels_out for conv in convs):
+        return None
+    return replace(arch, midplanes=widths)
+
+
+def midplanes_report(arch: spec.Arch) -> list[str]:
+    """Where `arch`'s mid-channel widths differ from torchvision's formula, one line each."""
+    if arch.midplanes is None:
+        return []
+    formula = layers.midplane_convs(replace(arch, midplanes=None))
+    return [f"{conv.name}: {conv.channels_out} (formula {ref.channels_out})"
+            for conv, ref in zip(layers.midplane_convs(arch), formula) if conv.channels_out != ref.channels_out]
 
 
 def shapes_of(state: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:

@@ -74,7 +74,8 @@ def state_dict_to_keras(state: dict, arch: str | None = None):
 
 def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]:
     """In memory: a vrconvert Keras model -> a torchvision state dict of numpy arrays (in order)."""
-    variant = accounting.detect(keras_io.torch_shapes_of(keras_io.shapes_of_model(model)), arch)
+    variant = accounting.detect(keras_io.torch_shapes_of(keras_io.shapes_of_model(model)), arch,
+                                keras_io.activation_of(model))
     return mapping.to_torch(variant, keras_io.variables_of(model))
 
 
@@ -159,3 +160,33 @@ def keras_to_torch(src: str | Path, dst: str | Path, *, arch: str | None = None,
         checkpoint.write_torch(state, tmp)
     return Result(str(src), str(dst), variant.name, variant.num_classes, count_params(expand(variant)), keras_io.keras_suffix(src),
                   ["float32"], [], None, time.perf_counter() - start)
+
+
+def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = None, force: bool = False) -> Result:
+    """`vrconvert build`: an untrained model of `arch` (each framework's default initialisation),
+    as `.keras`/`.h5`/`.weights.h5` or as a torchvision-style `.pth`/`.safetensors` state dict."""
+    start = time.perf_counter()
+    dst = Path(dst)
+    suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES + TORCH_SUFFIXES)
+    try:
+        variant = spec.get(arch)
+    except KeyError as exc:
+        raise InputError(exc.args[0]) from None
+    variant = variant.with_classes(num_classes or variant.num_classes)
+    if suffix in keras_io.KERAS_SUFFIXES:
+        from vrconvert import models_tf
+
+        model = models_tf.build(variant)
+        with atomic_path(dst, suffix) as tmp, _legacy_format_notice_silenced():
+            model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
+        framework = "keras"
+    else:
+        from vrconvert import models_torch
+
+        state = {k: v.numpy() for k, v in models_torch.build(variant, variant.num_classes).state_dict().items()}
+        with atomic_path(dst, suffix) as tmp:
+            checkpoint.write_torch(state, tmp)
+        framework = "torch"
+    return Result(arch, str(dst), variant.name, variant.num_classes, count_params(expand(variant)), framework,
+                  seconds=time.perf_counter() - start)
+

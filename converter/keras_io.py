@@ -96,8 +96,24 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
             model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
-    variant = accounting.detect(torch_shapes_of(shapes_of_model(model)), arch)
+    variant = accounting.detect(torch_shapes_of(shapes_of_model(model)), arch, activation_of(model))
     return variant, model
+
+
+def activation_of(model) -> str | None:
+    """The network's activation as its config names it (the stem's first), in the spec's spelling."""
+    import keras
+
+    try:
+        layer = model.get_layer("stem_2")
+    except ValueError:
+        return None
+    if isinstance(layer, keras.layers.ReLU):
+        return "relu"
+    if isinstance(layer, keras.layers.Activation):
+        name = layer.get_config().get("activation")
+        return {"hard_silu": "hard_swish"}.get(name, name) if isinstance(name, str) else None
+    return None
 
 
 def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):

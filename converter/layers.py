@@ -16,7 +16,10 @@ from typing import Literal
 
 from .spec import CONV_KINDS, Arch, ConvKind, Triple, midplanes_formula
 
-Op = Literal["conv", "bn", "relu", "add", "avgpool", "dense"]
+# conv, bn, dense: weighted modules; act: an activation module (`activation` says which); pool: a local
+# average pool (the ResNet-D shortcut); gap: a global average pool keeping dims (squeeze-excitation);
+# avgpool: the head's global pool (flattened); add, mul: functional steps with no module.
+Op = Literal["conv", "bn", "act", "pool", "gap", "add", "mul", "avgpool", "dense"]
 INPUT = "input"
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 _COMPONENT = re.compile(r"[A-Za-z0-9]+")
@@ -35,6 +38,8 @@ class Layer:
     stride: Triple = (1, 1, 1)
     padding: Triple = (0, 0, 0)
     bias: bool = False
+    activation: str = ""  # for op "act": relu, mish, hard_swish or sigmoid
+    mid: bool = False  # the spatial conv of a factorised (2+1)D pair: its width is a "midplanes"
 
     @property
     def has_weights(self) -> bool:
@@ -74,28 +79,65 @@ class _Graph:
         self.layers.append(Layer(name, op, inputs, **attrs))
         return name
 
-    def conv(self, name: str, x: str, cin: int, cout: int, kernel: Triple, stride: Triple) -> str:
+    def conv(self, name: str, x: str, cin: int, cout: int, kernel: Triple, stride: Triple, *, bias: bool = False,
+             mid: bool = False) -> str:
         padding = tuple(k // 2 for k in kernel)
         return self.add(name, "conv", (x,), channels_in=cin, channels_out=cout, kernel=kernel, stride=stride,
-                        padding=padding)
+                        padding=padding, bias=bias, mid=mid)
 
     def bn(self, name: str, x: str) -> str:
-        channels = next(layer.channels_out for layer in reversed(self.layers) if layer.name == x)
+        channels = self.channels(x)
         return self.add(name, "bn", (x,), channels_in=channels, channels_out=channels)
 
-    def relu(self, name: str, x: str) -> str:
-        return self.add(name, "relu", (x,))
+    def act(self, name: str, x: str, activation: str) -> str:
+        return self.add(name, "act", (x,), activation=activation)
+
+    def channels(self, name: str) -> int:
+        """The channel count of a record's output (activations and pools pass theirs through)."""
+        for layer in reversed(self.layers):
+            if layer.name == name:
+                return layer.channels_out if layer.op in ("conv", "bn", "dense") else self.channels(layer.inputs[0])
+        raise KeyError(name)
 
     def conv_of_kind(self, name: str, x: str, kind: ConvKind, cin: int, cout: int, mid: int, stride: int) -> str:
-        """torchvision's conv builders: `Conv3DSimple`, `Conv3DNoTemporal`, `Conv2Plus1D`."""
+        """torchvision's conv builders: `Conv3DSimple`, `Conv3DNoTemporal`, `Conv2Plus1D` (its inner
+        activation is always a ReLU, as in torchvision)."""
         if kind.factorised:
-            x = self.conv(f"{name}.0", x, cin, mid, (1, 3, 3), (1, stride, stride))
+            x = self.conv(f"{name}.0", x, cin, mid, (1, 3, 3), (1, stride, stride), mid=True)
             x = self.bn(f"{name}.1", x)
-            x = self.relu(f"{name}.2", x)
+            x = self.act(f"{name}.2", x, "relu")
             return self.conv(f"{name}.3", x, mid, cout, (3, 1, 1), (stride, 1, 1))
         if kind.temporal:
             return self.conv(name, x, cin, cout, (3, 3, 3), (stride,) * 3)
         return self.conv(name, x, cin, cout, (1, 3, 3), (1, stride, stride))
+
+    def squeeze_excite(self, prefix: str, x: str, channels: int, ratio: int) -> str:
+        """Squeeze-and-excitation: global pool, 1x1x1 conv down, ReLU, 1x1x1 conv up, sigmoid, scale."""
+        squeezed = max(1, channels // ratio)
+        gate = self.add(f"{prefix}.pool", "gap", (x,))
+        gate = self.conv(f"{prefix}.fc1", gate, channels, squeezed, (1, 1, 1), (1, 1, 1), bias=True)
+        gate = self.act(f"{prefix}.act", gate, "relu")
+        gate = self.conv(f"{prefix}.fc2", gate, squeezed, channels, (1, 1, 1), (1, 1, 1), bias=True)
+        gate = self.act(f"{prefix}.gate", gate, "sigmoid")
+        return self.add(f"{prefix}.scale", "mul", (x, gate))
+
+    def shortcut(self, prefix: str, x: str, arch: Arch, kind: ConvKind, cin: int, cout: int, stride: int) -> str:
+        """torchvision's strided 1x1x1 conv + BatchNorm, or ResNet-D's average pool (when striding),
+        1x1x1 conv and BatchNorm (named as the Sequential(pool or Identity, conv, bn) it stands for).
+
+        The pool is 3 wide with stride 2 and one zero of padding each side (zeros counted), so its
+        output has the strided branch's size for any input, odd or a single frame, where ResNet-D's
+        2-wide ceil-mode pool fails on inputs smaller than its window."""
+        step = kind.shortcut_stride(stride)
+        if arch.shortcut == "conv":
+            x = self.conv(f"{prefix}.0", x, cin, cout, (1, 1, 1), step)
+            return self.bn(f"{prefix}.1", x)
+        if stride != 1:  # a 3-wide, zero-padded window per strided axis: the conv branch's output size
+            kernel = tuple(3 if st > 1 else 1 for st in step)   # for every input size, even 1
+            x = self.add(f"{prefix}.0", "pool", (x,), kernel=kernel, stride=step,
+                         padding=tuple(k // 2 for k in kernel))
+        x = self.conv(f"{prefix}.1", x, cin, cout, (1, 1, 1), (1, 1, 1))
+        return self.bn(f"{prefix}.2", x)
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,49 +146,65 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
 
     Cached: records and specs are immutable, and mapping, accounting and builders all walk them."""
     g = _Graph()
+    act = arch.activation
     x, channels = INPUT, 3
     for i, stem in enumerate(arch.stem):
         x = g.conv(f"stem.{3 * i}", x, channels, stem.channels, stem.kernel, stem.stride)
         x = g.bn(f"stem.{3 * i + 1}", x)
-        x = g.relu(f"stem.{3 * i + 2}", x)
+        x = g.act(f"stem.{3 * i + 2}", x, act)
         channels = stem.channels
 
-    total_blocks = sum(stage.blocks for stage in arch.stages)
-    if arch.midplanes is not None and len(arch.midplanes) != total_blocks:
-        raise ValueError(f"{arch.name}: {len(arch.midplanes)} midplanes given for {total_blocks} blocks")
-    block_index = 0
+    widths = iter(arch.midplanes) if arch.midplanes is not None else None
+
+    def width(kind: ConvKind, formula: int) -> int:
+        """The next factorised conv's mid-channel width: the override's next value, or the formula."""
+        if widths is None or not kind.factorised:
+            return formula
+        try:
+            return next(widths)
+        except StopIteration:
+            raise ValueError(f"{arch.name}: too few midplanes ({len(arch.midplanes)})") from None
+
+    block_act = "relu" if act == "relu" else "act"  # torchvision's name for a block's last activation
     for s, stage in enumerate(arch.stages, start=1):
         kind = CONV_KINDS[stage.conv]
         planes, out_planes = stage.planes, stage.planes * arch.expansion
         for b in range(stage.blocks):
             stride = stage.stride if b == 0 else 1
-            mid = arch.midplanes[block_index] if arch.midplanes else midplanes_formula(channels, planes)
-            block_index += 1
+            formula = midplanes_formula(channels, planes)  # once per block, as torchvision does
             p, block_in = f"layer{s}.{b}", x
             if arch.block == "basic":
-                x = g.conv_of_kind(f"{p}.conv1.0", x, kind, channels, planes, mid, stride)
-                x = g.relu(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x))
-                x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, mid, 1)
+                first, second = (stride, 1) if arch.stride_on == "first" else (1, stride)
+                x = g.conv_of_kind(f"{p}.conv1.0", x, kind, channels, planes, width(kind, formula), first)
+                x = g.act(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x), act)
+                x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, width(kind, formula), second)
                 x = g.bn(f"{p}.conv2.1", x)
             else:
                 x = g.conv(f"{p}.conv1.0", x, channels, planes, (1, 1, 1), (1, 1, 1))
-                x = g.relu(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x))
-                x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, mid, stride)
-                x = g.relu(f"{p}.conv2.2", g.bn(f"{p}.conv2.1", x))
+                x = g.act(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x), act)
+                x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, width(kind, formula), stride)
+                x = g.act(f"{p}.conv2.2", g.bn(f"{p}.conv2.1", x), act)
                 x = g.conv(f"{p}.conv3.0", x, planes, out_planes, (1, 1, 1), (1, 1, 1))
                 x = g.bn(f"{p}.conv3.1", x)
+            if arch.se_ratio:
+                x = g.squeeze_excite(f"{p}.se", x, out_planes, arch.se_ratio)
             shortcut = block_in
             if stride != 1 or channels != out_planes:
-                shortcut = g.conv(f"{p}.downsample.0", block_in, channels, out_planes, (1, 1, 1),
-                                  kind.shortcut_stride(stride))
-                shortcut = g.bn(f"{p}.downsample.1", shortcut)
+                shortcut = g.shortcut(f"{p}.downsample", block_in, arch, kind, channels, out_planes, stride)
             x = g.add(f"{p}.add", "add", (x, shortcut))
-            x = g.relu(f"{p}.relu", x)
+            x = g.act(f"{p}.{block_act}", x, act)
             channels = out_planes
+    if widths is not None and next(widths, None) is not None:
+        raise ValueError(f"{arch.name}: more midplanes ({len(arch.midplanes)}) than factorised convs")
 
     x = g.add("avgpool", "avgpool", (x,))
     g.add("fc", "dense", (x,), channels_in=channels, channels_out=arch.num_classes, bias=True)
     return tuple(g.layers)
+
+
+def midplane_convs(arch: Arch) -> tuple[Layer, ...]:
+    """The spatial convs of the (2+1)D pairs, in network order: their widths are `arch.midplanes`."""
+    return tuple(layer for layer in expand(arch) if layer.mid)
 
 
 def count_params(layers: tuple[Layer, ...]) -> int:

@@ -21,6 +21,7 @@ from typing import Literal
 Triple = tuple[int, int, int]
 ConvKindName = Literal["3d", "2d", "2plus1d"]
 BlockName = Literal["basic", "bottleneck"]
+Activation = Literal["relu", "mish", "hard_swish"]  # torch ReLU / Mish / Hardswish; Keras' built-ins
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,15 @@ class Pretrained:
 class Arch:
     """A complete network: everything a builder or the mapping needs, and nothing framework-bound.
 
-    `midplanes` overrides the R(2+1)D mid-channel formula with one width per block (in network
-    order) for checkpoints trained with other widths; `None` means torchvision's formula.
+    `midplanes` overrides the R(2+1)D mid-channel formula with one width per factorised conv, in
+    network order (checkpoints such as the IG65M ports use other widths); `None` means torchvision's
+    formula, computed once per block from (inplanes, planes).
+
+    The "Bag of Tricks" options (He et al., 2019, as the public Keras video-ResNet projects use them):
+    `stride_on="second"` strides a basic block's second conv instead of its first (ResNet-B);
+    `shortcut="avgpool"` downsamples the shortcut by average pooling, then a 1x1x1 conv (ResNet-D; the
+    pool rounds up, so odd sizes shrink exactly as the strided branch does); `activation` picks ReLU,
+    Mish or Hard-Swish everywhere. `se_ratio` adds squeeze-and-excitation after each residual branch.
     """
 
     name: str
@@ -108,10 +116,15 @@ class Arch:
     block: BlockName = "basic"
     num_classes: int = 400
     midplanes: tuple[int, ...] | None = None
+    activation: Activation = "relu"
+    stride_on: Literal["first", "second"] = "first"
+    shortcut: Literal["conv", "avgpool"] = "conv"
+    se_ratio: int | None = None
     categories: str | None = "kinetics400_classes.txt"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     pretrained: Pretrained | None = None
     num_params: int | None = None  # as published by torchvision, checked against the expansion
+    description: str = ""
 
     @property
     def expansion(self) -> int:
@@ -130,42 +143,60 @@ def midplanes_formula(inplanes: int, planes: int) -> int:
 STEM_3D = (StemConv(64, (3, 7, 7), (1, 2, 2)),)
 STEM_2D = (StemConv(64, (1, 7, 7), (1, 2, 2)),)
 STEM_2PLUS1D = (StemConv(45, (1, 7, 7), (1, 2, 2)), StemConv(64, (3, 1, 1), (1, 1, 1)))
+# ResNet-C's three-conv stem, factorised as R(2+1)D factorises: two spatial 3x3s, then a temporal 3.
+STEM_BAG_OF_TRICKS = (StemConv(32, (1, 3, 3), (1, 2, 2)), StemConv(32, (1, 3, 3), (1, 1, 1)),
+                      StemConv(64, (3, 1, 1), (1, 1, 1)))
 
 PLANES = (64, 128, 256, 512)
 STRIDES = (1, 2, 2, 2)
 DEPTH_18 = (2, 2, 2, 2)
+DEPTH_34 = (3, 4, 6, 3)  # also the 50-layer bottleneck network's block counts
 
 
 def _stages(kinds: tuple[ConvKindName, ...], blocks: tuple[int, ...] = DEPTH_18) -> tuple[Stage, ...]:
     return tuple(Stage(p, b, s, k) for p, b, s, k in zip(PLANES, blocks, STRIDES, kinds))
 
 
-VARIANTS: dict[str, Arch] = {
-    arch.name: arch
-    for arch in (
-        Arch(
-            "r3d_18",
-            STEM_3D,
-            _stages(("3d",) * 4),
-            pretrained=Pretrained("https://download.pytorch.org/models/r3d_18-b3b3357e.pth", 63.200, 83.479),
-            num_params=33_371_472,
-        ),
-        Arch(
-            "mc3_18",
-            STEM_3D,
-            _stages(("3d", "2d", "2d", "2d")),
-            pretrained=Pretrained("https://download.pytorch.org/models/mc3_18-a90a0ba3.pth", 63.960, 84.130),
-            num_params=11_695_440,
-        ),
-        Arch(
-            "r2plus1d_18",
-            STEM_2PLUS1D,
-            _stages(("2plus1d",) * 4),
-            pretrained=Pretrained("https://download.pytorch.org/models/r2plus1d_18-91a641e6.pth", 67.463, 86.175),
-            num_params=31_505_325,
-        ),
-    )
-}
+def _mixed(x: int, reverse: bool) -> tuple[tuple[StemConv, ...], tuple[Stage, ...]]:
+    """MCx: 3D convolutions in groups conv1..conv(x-1), 2D from conv(x) on; rMCx the reverse.
+    The paper's groups: conv1 is the stem, conv2..conv5 are layer1..layer4."""
+    early, late = ("2d", "3d") if reverse else ("3d", "2d")
+    kinds = tuple(early if group < x else late for group in range(2, 6))
+    return (STEM_2D if reverse else STEM_3D), _stages(kinds)
+
+
+_TORCHVISION = "https://download.pytorch.org/models/"
+
+_ARCHS = (
+    Arch("r3d_18", STEM_3D, _stages(("3d",) * 4), num_params=33_371_472,
+         pretrained=Pretrained(_TORCHVISION + "r3d_18-b3b3357e.pth", 63.200, 83.479),
+         description="R3D-18, torchvision's r3d_18"),
+    Arch("mc3_18", *_mixed(3, reverse=False), num_params=11_695_440,
+         pretrained=Pretrained(_TORCHVISION + "mc3_18-a90a0ba3.pth", 63.960, 84.130),
+         description="MC3-18, torchvision's mc3_18"),
+    Arch("r2plus1d_18", STEM_2PLUS1D, _stages(("2plus1d",) * 4), num_params=31_505_325,
+         pretrained=Pretrained(_TORCHVISION + "r2plus1d_18-91a641e6.pth", 67.463, 86.175),
+         description="R(2+1)D-18, torchvision's r2plus1d_18"),
+    Arch("r2d_18", STEM_2D, _stages(("2d",) * 4), description="R2D-18: 2D convolutions only, time untouched"),
+    *(Arch(f"mc{x}_18", *_mixed(x, reverse=False), description=f"MC{x}-18: 3D up to conv{x - 1}, then 2D")
+      for x in (2, 4, 5)),
+    *(Arch(f"rmc{x}_18", *_mixed(x, reverse=True), description=f"rMC{x}-18: 2D up to conv{x - 1}, then 3D")
+      for x in (2, 3, 4, 5)),
+    Arch("r3d_34", STEM_3D, _stages(("3d",) * 4, DEPTH_34), description="R3D-34"),
+    Arch("r2plus1d_34", STEM_2PLUS1D, _stages(("2plus1d",) * 4, DEPTH_34),
+         description="R(2+1)D-34 (mid-channel widths read from a checkpoint's shapes when they differ)"),
+    Arch("r3d_50", STEM_3D, _stages(("3d",) * 4, DEPTH_34), block="bottleneck",
+         description="R3D-50: bottleneck blocks (1x1x1, 3x3x3, 1x1x1; expansion 4)"),
+    *(Arch(f"r2plus1d_18_bot{suffix}", STEM_BAG_OF_TRICKS, _stages(("2plus1d",) * 4), activation=act,
+           stride_on="second", shortcut="avgpool",
+           description=f"Bag-of-Tricks R(2+1)D-18: 3-conv stem, stride on conv2, avg-pool shortcut, {act}")
+      for suffix, act in (("", "relu"), ("_mish", "mish"), ("_hardswish", "hard_swish"))),
+    Arch("r3d_18_se", STEM_3D, _stages(("3d",) * 4), se_ratio=16,
+         description="R3D-18 with squeeze-and-excitation (ratio 16) after each residual branch"),
+    Arch("r2plus1d_18_se", STEM_2PLUS1D, _stages(("2plus1d",) * 4), se_ratio=16,
+         description="R(2+1)D-18 with squeeze-and-excitation (ratio 16) after each residual branch"),
+)
+VARIANTS: dict[str, Arch] = {arch.name: arch for arch in _ARCHS}
 
 
 def category_names(arch: Arch | str) -> list[str] | None:

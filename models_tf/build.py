@@ -20,17 +20,26 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
+
+
 def _apply(layer: Layer, x, classifier_activation):
     name = keras_name(layer.name)
+    if layer.op in ("conv", "pool") and any(layer.padding):
+        x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
     if layer.op == "conv":
-        if any(layer.padding):
-            x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
         return keras.layers.Conv3D(layer.channels_out, layer.kernel, strides=layer.stride, padding="valid",
                                    use_bias=layer.bias, name=name)(x)
     if layer.op == "bn":
         return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
-    if layer.op == "relu":
-        return keras.layers.ReLU(name=name)(x)
+    if layer.op == "act":
+        if layer.activation == "relu":
+            return keras.layers.ReLU(name=name)(x)
+        return keras.layers.Activation(layer.activation, name=name)(x)  # mish, hard_swish, sigmoid
+    if layer.op == "pool":  # after explicit zero padding, as torch's count_include_pad pool
+        return keras.layers.AveragePooling3D(layer.kernel, layer.stride, padding="valid", name=name)(x)
+    if layer.op == "gap":
+        return keras.layers.GlobalAveragePooling3D(keepdims=True, name=name)(x)
     if layer.op == "avgpool":
         return keras.layers.GlobalAveragePooling3D(name=name)(x)
     if layer.op == "dense":
@@ -72,8 +81,8 @@ def build(
     for layer in expand(variant):
         if not include_top and layer.op in ("avgpool", "dense"):
             break
-        if layer.op == "add":
-            out = keras.layers.Add(name=keras_name(layer.name))([values[n] for n in layer.inputs])
+        if layer.op in MERGES:
+            out = MERGES[layer.op](name=keras_name(layer.name))([values[n] for n in layer.inputs])
         else:
             out = _apply(layer, values[layer.inputs[0]], classifier_activation)
         values[layer.name] = out

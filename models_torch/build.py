@@ -16,19 +16,25 @@ from vrconvert.converter import spec
 from vrconvert.converter.layers import INPUT, Layer, expand
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "mish": nn.Mish, "hard_swish": nn.Hardswish, "sigmoid": nn.Sigmoid}
+
+
 def _module(layer: Layer) -> nn.Module | None:
     if layer.op == "conv":
         return nn.Conv3d(layer.channels_in, layer.channels_out, layer.kernel, layer.stride, layer.padding,
                          bias=layer.bias)
     if layer.op == "bn":
         return nn.BatchNorm3d(layer.channels_out, eps=1e-5, momentum=0.1)
-    if layer.op == "relu":
-        return nn.ReLU(inplace=False)
-    if layer.op == "avgpool":
+    if layer.op == "act":
+        return ACTIVATIONS[layer.activation]()
+    if layer.op == "pool":  # the ResNet-D shortcut's pool over explicit zeros (AvgPool3d's own padding
+        t, h, w = layer.padding  # refuses inputs smaller than the window, a single frame included)
+        return nn.Sequential(nn.ConstantPad3d((w, w, h, h, t, t), 0.0), nn.AvgPool3d(layer.kernel, layer.stride))
+    if layer.op in ("avgpool", "gap"):
         return nn.AdaptiveAvgPool3d((1, 1, 1))
     if layer.op == "dense":
         return nn.Linear(layer.channels_in, layer.channels_out, bias=layer.bias)
-    return None  # functional steps (add) own no module
+    return None  # functional steps (add, mul) own no module
 
 
 class VideoResNet(nn.Module):
@@ -66,8 +72,10 @@ class VideoResNet(nn.Module):
         values = {INPUT: x}
         for i, (layer, module) in enumerate(self._steps):
             args = [values[name] for name in layer.inputs]
-            if module is None:  # add
+            if layer.op == "add":
                 out = args[0] + args[1]
+            elif layer.op == "mul":
+                out = args[0] * args[1]
             elif layer.op == "avgpool":
                 out = torch.flatten(module(args[0]), 1)
             else:

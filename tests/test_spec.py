@@ -50,34 +50,18 @@ def test_stage_outputs():
                     "layer3": "layer3.1.relu", "layer4": "layer4.1.relu"}
 
 
-def test_spec_expresses_the_papers_family():
-    """R2D, MCx, rMCx, depth 34 and a bottleneck are spec values, no new code (shipping comes later)."""
-    r3d = spec.get("r3d_18")
-    family = {
-        "r2d_18": replace(r3d, name="r2d_18", stem=spec.STEM_2D, stages=spec._stages(("2d",) * 4)),
-        "rmc3_18": replace(r3d, name="rmc3_18", stem=spec.STEM_2D, stages=spec._stages(("2d", "3d", "3d", "3d"))),
-        "r3d_34": replace(r3d, name="r3d_34", stages=spec._stages(("3d",) * 4, (3, 4, 6, 3))),
-        "r2plus1d_34": replace(spec.get("r2plus1d_18"), stages=spec._stages(("2plus1d",) * 4, (3, 4, 6, 3))),
-        "r3d_50": replace(r3d, name="r3d_50", block="bottleneck", stages=spec._stages(("3d",) * 4, (3, 4, 6, 3))),
-    }
-    for name, arch in family.items():
-        records = layers.expand(arch)
-        assert records[-1].name == "fc"
-        assert records[-1].channels_in == 512 * arch.expansion, name
-    r2d = [r for r in layers.expand(family["r2d_18"]) if r.op == "conv"]
-    assert all(r.kernel[0] == 1 and r.stride[0] == 1 for r in r2d)  # time untouched
-    bottleneck = [r.name for r in layers.expand(family["r3d_50"]) if r.name.startswith("layer1.0.")]
-    assert "layer1.0.conv3.0" in bottleneck and "layer1.0.downsample.0" in bottleneck
-
-
 def test_explicit_midplanes_override_the_formula():
+    """One width per factorised conv, in network order (IG65M's R(2+1)D-34 differs in three convs)."""
     r21d = spec.get("r2plus1d_18")
-    widths = tuple(range(100, 108))
+    widths = tuple(range(100, 116))
     convs = {r.name: r for r in layers.expand(replace(r21d, midplanes=widths))}
-    assert convs["layer1.0.conv1.0.0"].channels_out == 100
-    assert convs["layer4.1.conv2.0.3"].channels_in == 107
-    with pytest.raises(ValueError, match="midplanes"):
+    assert convs["layer1.0.conv1.0.0"].channels_out == 100 and convs["layer1.0.conv2.0.0"].channels_out == 101
+    assert convs["layer4.1.conv2.0.3"].channels_in == 115
+    assert [r.channels_out for r in layers.midplane_convs(replace(r21d, midplanes=widths))] == list(widths)
+    with pytest.raises(ValueError, match="too few midplanes"):
         layers.expand(replace(r21d, midplanes=(1, 2)))
+    with pytest.raises(ValueError, match="more midplanes"):
+        layers.expand(replace(r21d, midplanes=widths + (1,)))
 
 
 def test_kinetics_category_names_ship_with_the_package():
