@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from . import accounting, mapping, spec
 from .errors import InputError
-from .layers import torch_path
+from .layers import expand, torch_path
 from .output import matching_suffix
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
@@ -123,22 +124,45 @@ def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None
 
 
 def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None) -> spec.Arch:
-    """A `.weights.h5` holds no layer names, only shapes in layer order: detect by its shapes when no
-    --arch is given (the head's width is the Dense kernel's), else trust --arch / --num-classes."""
+    """A `.weights.h5` names its arrays by layer class and creation order (`layers/conv3d_7/vars/0`),
+    not by our layer names: detect by the multiset of shapes when no --arch is given (the head's width
+    is the Dense kernel's), R(2+1)D mid-channel widths read from the n-th Conv3D kernel."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
-            shapes = []
-            f.visititems(lambda name, obj: shapes.append(tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None)
+            arrays: dict[str, tuple[int, ...]] = {}
+            f.visititems(lambda name, obj: arrays.__setitem__(name, tuple(obj.shape))
+                         if isinstance(obj, h5py.Dataset) else None)
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file: {exc}") from exc
+    shapes = sorted(arrays.values())
     classes = num_classes or next((s[1] for s in shapes if len(s) == 2), None)
-    names = [arch] if arch else list(spec.VARIANTS)
-    fits = [spec.get(n).with_classes(classes or 400) for n in names]
-    fits = [v for v in fits if sorted(shapes) == sorted(e.keras_shape for e in mapping.entries(v))]
+    kernels = _conv_kernels_in_order(arrays)
+    fits = []
+    for name in [arch] if arch else list(spec.VARIANTS):
+        variant = spec.get(name).with_classes(classes or 400)
+        convs = [layer for layer in expand(variant) if layer.op == "conv"]
+        if len(kernels) == len(convs) and any(layer.mid for layer in convs):
+            widths = tuple(kernel[-1] for kernel, layer in zip(kernels, convs) if layer.mid)
+            variant = replace(variant, midplanes=widths) if widths != tuple(
+                layer.channels_out for layer in convs if layer.mid) else variant
+        if shapes == sorted(e.keras_shape for e in mapping.entries(variant)):
+            fits.append(variant)
     if len(fits) == 1:
         return fits[0]
     if arch:
         raise InputError(f"{path}: its {len(shapes)} arrays do not fit {arch} with {classes} classes")
-    raise InputError(f"{path}: cannot tell the architecture from its {len(shapes)} arrays; pass --arch")
+    names = ", ".join(v.name for v in fits)
+    raise InputError(f"{path}: cannot tell the architecture from its {len(shapes)} arrays"
+                     + (f" (fits {names})" if fits else "") + "; pass --arch")
+
+
+def _conv_kernels_in_order(arrays: dict[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The Conv3D kernels of a `.weights.h5`, in the order the layers were created."""
+    def index(name: str) -> int:
+        layer = name.split("/")[1]
+        return int(layer.rsplit("_", 1)[1]) if "_" in layer.removeprefix("conv3d") else 0
+
+    kernels = [name for name, shape in arrays.items() if name.startswith("layers/conv3d") and len(shape) == 5]
+    return [arrays[name] for name in sorted(kernels, key=index)]
