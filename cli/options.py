@@ -20,7 +20,8 @@ tolerance_option = click.option("--tolerance", type=click.FloatRange(min=0), def
 device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
                              help="Run both models here (cuda: torch on CUDA, Keras on the GPU).")
 keras_backend_option = click.option("--keras-backend", type=click.Choice(["tensorflow", "jax", "torch"]),
-                                    default="tensorflow", show_default=True, help="Keras backend to run on.")
+                                    default=None, help="Keras backend to run on (default: $KERAS_BACKEND, "
+                                                       "else tensorflow).")
 allow_tf32_option = click.option("--allow-tf32", is_flag=True,
                                  help="On GPU, let both sides use TF32 (off by default for strict parity).")
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .backend import rerun_with_backend
 from .options import arch_option, emit_json, frames_option, json_option, keras_backend_option
 
 
@@ -27,10 +28,9 @@ def predict(video, model, top, clips, frames, arch, num_classes, keras_backend, 
     """
     from vrconvert.converter import runtime
 
+    keras_backend = runtime.resolve_backend(keras_backend)
     if not runtime.select_backend(keras_backend):
-        from .validate import rerun_with_backend
-
-        rerun_with_backend(keras_backend)
+        rerun_with_backend(keras_backend)  # exits
     from vrconvert.converter.classify import classify
 
     result = classify(video, model, top=top, clips=clips, frames=frames, arch=arch, num_classes=num_classes)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
+from .backend import rerun_with_backend
 from .options import (allow_tf32_option, device_option, emit_json, frames_option, json_option, keras_backend_option,
                       parse_size, tolerance_option)
 
@@ -39,8 +37,9 @@ def validate(torch_file, keras_file, videos, random_clips, frames, size, no_samp
     """
     from vrconvert.converter import parity, runtime
 
+    keras_backend = runtime.resolve_backend(keras_backend)
     if not runtime.select_backend(keras_backend):
-        rerun_with_backend(keras_backend)
+        rerun_with_backend(keras_backend)  # exits
     from vrconvert.converter import validate as validator
 
     tolerance = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
@@ -92,28 +91,3 @@ def print_report(report) -> None:
                        f"max abs {layer.max_abs_diff:.2e}  max rel {layer.max_rel_diff:.2e}")
     elif not report.passed:
         click.echo("no single layer exceeds the tolerance: the difference builds up across the network")
-
-
-def rerun_with_backend(backend: str) -> NoReturn:
-    """Keras is already running on another backend in this process: run the command in a child and
-    exit with its status."""
-    ctx = click.get_current_context()
-    args = []
-    for param in ctx.command.params:
-        value = ctx.params[param.name]
-        if isinstance(param, click.Argument):
-            continue
-        if param.is_flag:
-            args += [param.opts[0]] if value else []
-        elif param.multiple:
-            for item in value:
-                args += [param.opts[0], str(item)]
-        elif value is not None:
-            args += [param.opts[0], str(value)]
-    args += ["--", *(str(ctx.params[p.name]) for p in ctx.command.params if isinstance(p, click.Argument))]
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    proc = subprocess.run([sys.executable, "-m", "vrconvert", ctx.command.name, *args], env=env,
-                          capture_output=True, text=True)
-    click.echo(proc.stdout, nl=False)
-    click.echo(proc.stderr, nl=False, err=True)
-    sys.exit(proc.returncode)

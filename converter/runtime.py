@@ -28,8 +28,13 @@ def current_backend() -> str | None:
     return keras.backend.backend()
 
 
+def resolve_backend(name: str | None) -> str:
+    """The backend a command asked for: `name`, else $KERAS_BACKEND, else TensorFlow."""
+    return name or os.environ.get("KERAS_BACKEND") or "tensorflow"
+
+
 def select_backend(name: str) -> bool:
-    """Arranges for Keras to use `name`; False when Keras is already running on another backend."""
+    """Arranges for Keras to use `name`; False when Keras already runs on another one in this process."""
     if name not in KERAS_BACKENDS:
         raise InputError(f"unknown Keras backend {name!r}; choose one of {', '.join(KERAS_BACKENDS)}")
     fixed = current_backend()
