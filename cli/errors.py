@@ -20,6 +20,7 @@ def _first_line(exc: BaseException) -> str:
 # (exception type, exit status, message prefix); the first matching row wins.
 ERROR_TABLE: list[tuple[type[BaseException], int | None, str]] = [
     (VRConvertError, None, ""),  # exit status from the exception (2 input, 1 parity)
+    (ModuleNotFoundError, 2, "a package this command needs is not installed: "),
     (FileNotFoundError, 2, "file not found: "),
     (PermissionError, 2, "permission denied: "),
     (IsADirectoryError, 2, "is a directory: "),
