@@ -1,8 +1,7 @@
-"""Logits parity between a torch model and a Keras model on the same clips."""
+"""Logits parity figures: how two models' outputs on the same clip compare (see `validate` for the runs)."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -45,19 +44,3 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, t_torch: float = 0
 def random_clip(seed: int, frames: int = 16, size: tuple[int, int] = (112, 112), batch: int = 1) -> np.ndarray:
     """A seeded standard-normal clip in torch layout (N, C, T, H, W)."""
     return np.random.default_rng(seed).standard_normal((batch, 3, frames, *size)).astype(np.float32)
-
-
-def run_pair(torch_model, keras_predict, clips: dict[str, np.ndarray]) -> list[Case]:
-    """Runs both models on every (N, C, T, H, W) clip and compares their logits."""
-    import torch
-
-    cases = []
-    for name, clip in clips.items():
-        start = time.perf_counter()
-        with torch.no_grad():
-            expected = torch_model(torch.from_numpy(clip)).numpy()
-        t_torch = time.perf_counter() - start
-        start = time.perf_counter()
-        got = keras_predict(np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1)))
-        cases.append(compare(name, expected, got, t_torch, time.perf_counter() - start))
-    return cases
