@@ -18,11 +18,13 @@ def test_non_editable_install_maps_folders_and_ships_data(tmp_path):
     code = ("import vrconvert, vrconvert.converter.spec as s, vrconvert.cli.main, importlib.resources as r;"
             "assert vrconvert.__file__.startswith(%r), vrconvert.__file__;"
             "print(len(r.files('vrconvert.converter').joinpath('data/kinetics400_classes.txt')"
-            ".read_text().splitlines()))" % str(target))
+            ".read_text().splitlines()));"
+            "from vrconvert.converter.video import SAMPLE_CLIP;"
+            "print(SAMPLE_CLIP.is_file(), str(SAMPLE_CLIP).startswith(%r))" % (str(target), str(target)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(target)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "400"
+    assert out.stdout.split() == ["400", "True", "True"]  # the class names and the real clip ship
 
 
 def test_version_and_help_import_no_framework():
