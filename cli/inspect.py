@@ -23,9 +23,9 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
         from vrconvert.converter.runtime import select_backend_for_files
 
         select_backend_for_files()
-        variant, variables = keras_io.read_keras_file(file, arch)
+        variant, model = keras_io.load_keras_model(file, arch)
         info = {"file": str(file), "format": keras_io.keras_suffix(file), "arch": variant.name,
-                "num_classes": variant.num_classes, "dtypes": sorted({str(v.dtype) for v in variables.values()}),
+                "num_classes": variant.num_classes, "dtypes": sorted({str(v.dtype) for v in model.weights}),
                 "hash_check": None, "notes": []}
     else:
         from vrconvert.converter import checkpoint

@@ -25,6 +25,7 @@ WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net",
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
 TORCHVISION_NAME = re.compile(r"-([0-9a-f]{8})\.[A-Za-z]+$")
 ZIP_MAGIC = b"PK\x03\x04"
+TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")  # what read_checkpoint reads and write_torch writes
 
 
 @dataclass

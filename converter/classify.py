@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import keras_io, spec, video
+from .checkpoint import TORCH_SUFFIXES
 from .errors import InputError
-
-TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
 @dataclass

@@ -10,6 +10,7 @@ Plus the in-memory forms the Python API exposes.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import time
 import warnings
@@ -23,8 +24,6 @@ from . import validate as validator
 from .errors import InputError, ParityError
 from .layers import count_params, expand
 from .output import atomic_path, check_target
-
-TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
 @dataclass
@@ -95,14 +94,11 @@ def torch_model_from_state(variant: spec.Arch, state: dict[str, np.ndarray]):
 def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112)) -> dict[str, np.ndarray]:
     """The post-conversion check's inputs: one seeded random clip and the packaged real clip
     (left out, with a note, where PyAV is not installed)."""
-    try:
-        return validator.clips_for(frames=frames, size=size, random=1, sample=True)
-    except InputError as exc:
-        if "PyAV" not in str(exc):
-            raise
+    has_pyav = importlib.util.find_spec("av") is not None
+    if not has_pyav:
         warnings.warn("the real-clip parity check needs PyAV (pip install 'vrconvert[video]'); random clip only",
                       stacklevel=2)
-        return validator.clips_for(frames=frames, size=size, random=1, sample=False)
+    return validator.clips_for(frames=frames, size=size, random=1, sample=has_pyav)
 
 
 def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None, force: bool = False,
@@ -125,10 +121,15 @@ def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None,
             place = f"; first divergence at {where.torch_module} / {where.keras_layer}" if where else ""
             raise ParityError(f"parity failed: max relative difference {report.worst.max_rel_diff:.2e} > "
                               f"{tolerance:g} on {report.worst.input}{place}; nothing was written")
-    with atomic_path(dst, suffix) as tmp, _legacy_format_notice_silenced():
-        model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
+    _save_keras(model, dst, suffix)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _save_keras(model, dst: Path, suffix: str) -> None:
+    """One write, through a temporary file renamed on success: weights only for `.weights.h5`."""
+    with atomic_path(dst, suffix) as tmp, _legacy_format_notice_silenced():
+        model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
 
 
 @contextlib.contextmanager
@@ -150,7 +151,7 @@ def keras_to_torch(src: str | Path, dst: str | Path, *, arch: str | None = None,
     """Converts a `.keras`/`.h5`/`.weights.h5` file to a torchvision state dict (`.pth` or `.safetensors`)."""
     start = time.perf_counter()
     dst = Path(dst)
-    suffix = check_target(dst, force, TORCH_SUFFIXES)
+    suffix = check_target(dst, force, checkpoint.TORCH_SUFFIXES)
     src = Path(src)
     variant, variables = keras_io.read_keras_file(src, arch, num_classes)
     state = mapping.to_torch(variant, variables)
@@ -167,7 +168,7 @@ def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = Non
     as `.keras`/`.h5`/`.weights.h5` or as a torchvision-style `.pth`/`.safetensors` state dict."""
     start = time.perf_counter()
     dst = Path(dst)
-    suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES + TORCH_SUFFIXES)
+    suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES + checkpoint.TORCH_SUFFIXES)
     try:
         variant = spec.get(arch)
     except KeyError as exc:
@@ -176,9 +177,7 @@ def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = Non
     if suffix in keras_io.KERAS_SUFFIXES:
         from vrconvert import models_tf
 
-        model = models_tf.build(variant)
-        with atomic_path(dst, suffix) as tmp, _legacy_format_notice_silenced():
-            model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
+        _save_keras(models_tf.build(variant), dst, suffix)
         framework = "keras"
     else:
         from vrconvert import models_torch

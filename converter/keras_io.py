@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +142,9 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     for name in [arch] if arch else list(spec.VARIANTS):
         variant = spec.get(name).with_classes(classes or 400)
         convs = [layer for layer in expand(variant) if layer.op == "conv"]
-        if len(kernels) == len(convs) and any(layer.mid for layer in convs):
-            widths = tuple(kernel[-1] for kernel, layer in zip(kernels, convs) if layer.mid)
-            variant = replace(variant, midplanes=widths) if widths != tuple(
-                layer.channels_out for layer in convs if layer.mid) else variant
+        if len(kernels) == len(convs):  # name the n-th kernel after the n-th conv, in torch's layout
+            named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs)}
+            variant = accounting.with_checkpoint_midplanes(variant, named) or variant
         if shapes == sorted(e.keras_shape for e in mapping.entries(variant)):
             fits.append(variant)
     if len(fits) == 1:

@@ -90,7 +90,7 @@ def prepare(device: Device, allow_tf32: bool = False) -> Runtime:
         raise InputError(f"--device must be cpu or cuda, not {device!r}")
     import torch
 
-    backend = current_backend() or os.environ.get("KERAS_BACKEND", "tensorflow")
+    backend = current_backend() or resolve_backend(None)
     if device == "cuda":
         if not torch.cuda.is_available():
             build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"

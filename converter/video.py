@@ -50,8 +50,9 @@ def _open(path: Path):
     return container
 
 
-def _decode(path: Path, wanted: set[int] | None, size: tuple[int, int]) -> tuple[dict[int, np.ndarray], int]:
-    """Frames by index (resized to `size`), all of them when `wanted` is None, and the frame count."""
+def _decode(path: Path, wanted: set[int], size: tuple[int, int]) -> tuple[dict[int, np.ndarray], int]:
+    """The `wanted` frames by index (resized to `size`) and how many frames were decoded: all of
+    them when `wanted` is empty, else up to the last wanted one."""
     import av
 
     kept: dict[int, np.ndarray] = {}
@@ -63,7 +64,7 @@ def _decode(path: Path, wanted: set[int] | None, size: tuple[int, int]) -> tuple
         try:
             for count, frame in enumerate(container.decode(stream), start=1):
                 index = count - 1
-                if wanted is None or index in wanted:
+                if index in wanted:
                     kept[index] = preprocess.resize_uint8(frame.to_ndarray(format="rgb24")[None], size)[0]
                 if last is not None and index >= last:
                     break
