@@ -46,14 +46,28 @@ def main(backend: str, archs: list[str], batches: list[int], reps: int, frames: 
                 t_keras.append(time.perf_counter() - start)
             rel = float(np.abs(expected - got).max() / np.abs(expected).max())
             torch_s, keras_s = statistics.median(t_torch), statistics.median(t_keras)
-            rows.append({"arch": arch, "batch": batch, "keras_backend": keras.backend.backend(), "reps": reps,
-                         "torch_s_per_clip": torch_s / batch, "keras_s_per_clip": keras_s / batch,
-                         "ratio": keras_s / torch_s, "keras_first_call_s": first_keras, "max_rel_diff": rel})
+            rows.append(
+                {
+                    "arch": arch,
+                    "batch": batch,
+                    "keras_backend": keras.backend.backend(),
+                    "reps": reps,
+                    "torch_s_per_clip": torch_s / batch,
+                    "keras_s_per_clip": keras_s / batch,
+                    "ratio": keras_s / torch_s,
+                    "keras_first_call_s": first_keras,
+                    "max_rel_diff": rel,
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
     print(json.dumps(rows))
 
 
 if __name__ == "__main__":
-    backend, archs, batches, reps = sys.argv[1], sys.argv[2].split(","), [int(b) for b in sys.argv[3].split(",")], \
-        int(sys.argv[4])
+    backend, archs, batches, reps = (
+        sys.argv[1],
+        sys.argv[2].split(","),
+        [int(b) for b in sys.argv[3].split(",")],
+        int(sys.argv[4]),
+    )
     main(backend, archs, batches, reps)

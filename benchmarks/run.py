@@ -55,31 +55,61 @@ def median(values: list[float]) -> float:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    probe = ("import json, importlib.metadata as m\n"
-             "names = ('torch', 'tensorflow-cpu', 'tensorflow', 'keras', 'jax', 'numpy', 'av')\n"
-             "have = {d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()}\n"
-             "print(json.dumps({n: m.version(n) for n in names if n in have}))")
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
+    probe = (
+        "import json, importlib.metadata as m\n"
+        "names = ('torch', 'tensorflow-cpu', 'tensorflow', 'keras', 'jax', 'numpy', 'av')\n"
+        "have = {d.metadata['Name'].lower().replace('_', '-') for d in m.distributions()}\n"
+        "print(json.dumps({n: m.version(n) for n in names if n in have}))"
+    )
     versions = json.loads(subprocess.run([PY, "-c", probe], capture_output=True, text=True, check=True).stdout)
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform(),
-            "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "versions": versions,
+    }
 
 
 def make_checkpoint(folder: Path) -> Path:
     """An r2plus1d_18 checkpoint saved as torchvision saves one (random weights: timing only)."""
     path = folder / "r2plus1d_18.pth"
-    subprocess.run([PY, "-c", "import torch, sys; from vrconvert import models_torch; "
-                    "torch.save(models_torch.build('r2plus1d_18').state_dict(), sys.argv[1])", str(path)],
-                   check=True, env=ENV)
+    subprocess.run(
+        [
+            PY,
+            "-c",
+            "import torch, sys; from vrconvert import models_torch; "
+            "torch.save(models_torch.build('r2plus1d_18').state_dict(), sys.argv[1])",
+            str(path),
+        ],
+        check=True,
+        env=ENV,
+    )
     return path
 
 
 def bench_inference(reps: int) -> list[dict]:
     rows = []
     for backend in ("tensorflow", "torch"):
-        out = subprocess.run([PY, str(HERE / "inference.py"), backend, ",".join(ARCHS), "1,8", str(reps)],
-                             capture_output=True, text=True, env=ENV)
+        out = subprocess.run(
+            [PY, str(HERE / "inference.py"), backend, ",".join(ARCHS), "1,8", str(reps)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=ENV,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"inference on {backend} failed: {out.stderr[-2000:]}")
         rows += json.loads(out.stdout.strip().splitlines()[-1])
@@ -98,10 +128,17 @@ def bench_conversion(ckpt: Path, folder: Path, reps: int) -> dict:
         wall, rss, _ = timed(floor)
         floor_walls.append(wall)
         floor_rsss.append(rss)
-    return {"arch": "r2plus1d_18", "reps": reps, "convert_s": median(walls), "convert_peak_rss_mb": max(rsss),
-            "floor_s": median(floor_walls), "floor_peak_rss_mb": max(floor_rsss),
-            "ratio": median(walls) / median(floor_walls),
-            "checkpoint_mb": ckpt.stat().st_size / 1e6, "keras_file_mb": (folder / "out.keras").stat().st_size / 1e6}
+    return {
+        "arch": "r2plus1d_18",
+        "reps": reps,
+        "convert_s": median(walls),
+        "convert_peak_rss_mb": max(rsss),
+        "floor_s": median(floor_walls),
+        "floor_peak_rss_mb": max(floor_rsss),
+        "ratio": median(walls) / median(floor_walls),
+        "checkpoint_mb": ckpt.stat().st_size / 1e6,
+        "keras_file_mb": (folder / "out.keras").stat().st_size / 1e6,
+    }
 
 
 def bench_validation(ckpt: Path, folder: Path, reps: int) -> dict:
@@ -112,66 +149,101 @@ def bench_validation(ckpt: Path, folder: Path, reps: int) -> dict:
         wall, rss, out = timed(cmd)
         doc = json.loads(out)
         forward = sum(c["torch_seconds"] + c["keras_seconds"] for c in doc["cases"])
-        runs.append({"wall_s": wall, "peak_rss_mb": rss, "forward_s": forward, **{f"{k}_s": v for k, v in
-                                                                                   doc["seconds"].items()}})
+        runs.append(
+            {
+                "wall_s": wall,
+                "peak_rss_mb": rss,
+                "forward_s": forward,
+                **{f"{k}_s": v for k, v in doc["seconds"].items()},
+            }
+        )
     best = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]  # the median run, figures kept together
-    return {"arch": "r2plus1d_18", "inputs": "packaged clip + 4 random, 16x112x112", "reps": reps, **best,
-            "compare_overhead": best["compare_s"] / best["forward_s"] - 1,
-            "process_overhead": best["wall_s"] / best["forward_s"] - 1}
+    return {
+        "arch": "r2plus1d_18",
+        "inputs": "packaged clip + 4 random, 16x112x112",
+        "reps": reps,
+        **best,
+        "compare_overhead": best["compare_s"] / best["forward_s"] - 1,
+        "process_overhead": best["wall_s"] / best["forward_s"] - 1,
+    }
 
 
 def bench_startup(ckpt: Path, folder: Path, reps: int) -> dict:
     out = {}
-    for name, cmd in (("help", ["--help"]), ("inspect_pth", ["inspect", str(ckpt)]),
-                      ("inspect_keras", ["inspect", str(folder / "out.keras")])):
+    for name, cmd in (
+        ("help", ["--help"]),
+        ("inspect_pth", ["inspect", str(ckpt)]),
+        ("inspect_keras", ["inspect", str(folder / "out.keras")]),
+    ):
         out[f"{name}_s"] = median([timed([PY, "-m", "vrconvert", *cmd])[0] for _ in range(reps)])
     return out
 
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", ""]
+    lines = [
+        f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + ".",
+        "",
+    ]
     if "inference" in results:
-        lines += ["| inference, 16x112x112 | batch | torch s/clip | Keras s/clip | Keras/torch | target |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| inference, 16x112x112 | batch | torch s/clip | Keras s/clip | Keras/torch | target |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for r in results["inference"]:
             target = "<= 0.9" if r["keras_backend"] == "tensorflow" else "(reported)"
-            lines.append(f"| {r['arch']}, Keras on {r['keras_backend']} | {r['batch']} | {r['torch_s_per_clip']:.3f} | "
-                         f"{r['keras_s_per_clip']:.3f} | **{r['ratio']:.2f}** | {target} |")
+            lines.append(
+                f"| {r['arch']}, Keras on {r['keras_backend']} | {r['batch']} | {r['torch_s_per_clip']:.3f} | "
+                f"{r['keras_s_per_clip']:.3f} | **{r['ratio']:.2f}** | {target} |"
+            )
         lines.append("")
     if "conversion" in results:
         c = results["conversion"]
-        lines += ["| conversion (r2plus1d_18, 126 MB) | wall s | peak RSS MB | target |", "| --- | --- | --- | --- |",
-                  f"| `torch2keras --no-validate` | {c['convert_s']:.2f} | {c['convert_peak_rss_mb']:.0f} | "
-                  f"<= 2.0x floor, <= 1536 MB |",
-                  f"| floor: `import torch, h5py`, `torch.load`, write every array | {c['floor_s']:.2f} | "
-                  f"{c['floor_peak_rss_mb']:.0f} | |",
-                  f"| ratio | **{c['ratio']:.2f}x** | | |", ""]
+        lines += [
+            "| conversion (r2plus1d_18, 126 MB) | wall s | peak RSS MB | target |",
+            "| --- | --- | --- | --- |",
+            f"| `torch2keras --no-validate` | {c['convert_s']:.2f} | {c['convert_peak_rss_mb']:.0f} | "
+            f"<= 2.0x floor, <= 1536 MB |",
+            f"| floor: `import torch, h5py`, `torch.load`, write every array | {c['floor_s']:.2f} | "
+            f"{c['floor_peak_rss_mb']:.0f} | |",
+            f"| ratio | **{c['ratio']:.2f}x** | | |",
+            "",
+        ]
     if "validation" in results:
         v = results["validation"]
-        lines += ["| `validate` (r2plus1d_18, packaged clip + 4 random) | seconds |", "| --- | --- |",
-                  f"| whole process (wall) | {v['wall_s']:.2f} |",
-                  f"| forward passes, torch + Keras (5 inputs) | {v['forward_s']:.2f} |",
-                  f"| compare loop (the forward passes plus vrconvert's work around them) | {v['compare_s']:.2f} |",
-                  f"| overhead of the compare loop over the forward passes (target <= 15%) | "
-                  f"**{100 * v['compare_overhead']:.1f}%** |",
-                  f"| overhead of the whole process over the forward passes | {100 * v['process_overhead']:.0f}% |",
-                  f"| of which: reading both files, building the torch model | {v['load_s']:.2f} |", ""]
+        lines += [
+            "| `validate` (r2plus1d_18, packaged clip + 4 random) | seconds |",
+            "| --- | --- |",
+            f"| whole process (wall) | {v['wall_s']:.2f} |",
+            f"| forward passes, torch + Keras (5 inputs) | {v['forward_s']:.2f} |",
+            f"| compare loop (the forward passes plus vrconvert's work around them) | {v['compare_s']:.2f} |",
+            f"| overhead of the compare loop over the forward passes (target <= 15%) | "
+            f"**{100 * v['compare_overhead']:.1f}%** |",
+            f"| overhead of the whole process over the forward passes | {100 * v['process_overhead']:.0f}% |",
+            f"| of which: reading both files, building the torch model | {v['load_s']:.2f} |",
+            "",
+        ]
     if "startup" in results:
         s = results["startup"]
-        lines += ["| start-up | wall s | target |", "| --- | --- | --- |",
-                  f"| `vrconvert --help` | **{s['help_s']:.2f}** | <= 0.5 |",
-                  f"| `vrconvert inspect r2plus1d_18.pth` | {s['inspect_pth_s']:.2f} | |",
-                  f"| `vrconvert inspect out.keras` | {s['inspect_keras_s']:.2f} | |", ""]
+        lines += [
+            "| start-up | wall s | target |",
+            "| --- | --- | --- |",
+            f"| `vrconvert --help` | **{s['help_s']:.2f}** | <= 0.5 |",
+            f"| `vrconvert inspect r2plus1d_18.pth` | {s['inspect_pth_s']:.2f} | |",
+            f"| `vrconvert inspect out.keras` | {s['inspect_keras_s']:.2f} | |",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument("--skip", action="append", default=[], choices=["inference", "conversion", "validation",
-                                                                       "startup"])
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["inference", "conversion", "validation", "startup"]
+    )
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     reps = 2 if args.quick else 5
@@ -179,12 +251,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpt = make_checkpoint(folder)
-        subprocess.run([PY, "-m", "vrconvert", "torch2keras", "--no-validate", str(ckpt), str(folder / "out.keras")],
-                       check=True, env=ENV, capture_output=True)
-        parts = {"conversion": lambda: bench_conversion(ckpt, folder, reps),
-                 "validation": lambda: bench_validation(ckpt, folder, max(1, reps - 2)),
-                 "startup": lambda: bench_startup(ckpt, folder, reps),
-                 "inference": lambda: bench_inference(3 if args.quick else 5)}
+        subprocess.run(
+            [PY, "-m", "vrconvert", "torch2keras", "--no-validate", str(ckpt), str(folder / "out.keras")],
+            check=True,
+            env=ENV,
+            capture_output=True,
+        )
+        parts = {
+            "conversion": lambda: bench_conversion(ckpt, folder, reps),
+            "validation": lambda: bench_validation(ckpt, folder, max(1, reps - 2)),
+            "startup": lambda: bench_startup(ckpt, folder, reps),
+            "inference": lambda: bench_inference(3 if args.quick else 5),
+        }
         for name, run in parts.items():
             if name in args.skip:
                 continue

@@ -28,8 +28,13 @@ def rerun_with_backend(backend: str) -> NoReturn:
             args += [param.opts[0], str(value)]
     args += ["--", *(str(ctx.params[p.name]) for p in ctx.command.params if isinstance(p, click.Argument))]
     env = dict(os.environ, KERAS_BACKEND=backend)
-    proc = subprocess.run([sys.executable, "-m", "vrconvert", ctx.command.name, *args], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vrconvert", ctx.command.name, *args],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     click.echo(proc.stdout, nl=False)
     click.echo(proc.stderr, nl=False, err=True)
     sys.exit(proc.returncode)

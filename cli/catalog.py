@@ -13,12 +13,19 @@ from .options import emit_json, force_option, json_option
 @json_option
 def list_cmd(as_json: bool) -> None:
     """Every variant vrconvert builds and converts, with its parameter count and pretrained weights."""
-    from vrconvert.converter import spec
-    from vrconvert.converter.layers import count_params, expand
+    from vrconvert.converter.arch import spec
+    from vrconvert.converter.arch.layers import count_params, expand
 
-    rows = [{"arch": v.name, "num_params": count_params(expand(v)), "pretrained": v.pretrained is not None,
-             "acc1": v.pretrained.acc1 if v.pretrained else None, "description": v.description}
-            for v in spec.VARIANTS.values()]
+    rows = [
+        {
+            "arch": v.name,
+            "num_params": count_params(expand(v)),
+            "pretrained": v.pretrained is not None,
+            "acc1": v.pretrained.acc1 if v.pretrained else None,
+            "description": v.description,
+        }
+        for v in spec.VARIANTS.values()
+    ]
     if as_json:
         emit_json({"variants": rows})
         return
@@ -32,22 +39,29 @@ def list_cmd(as_json: bool) -> None:
 @click.command("build")
 @click.argument("arch")
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--classes", "num_classes", type=click.IntRange(min=1), default=None,
-              help="Width of the classifier head (default 400).")
+@click.option(
+    "--classes",
+    "num_classes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Width of the classifier head (default 400).",
+)
 @force_option
 @json_option
 def build_cmd(arch: str, dst: Path, num_classes: int | None, force: bool, as_json: bool) -> None:
     """Write an untrained ARCH to DST: .keras, .h5, .weights.h5 (Keras) or .pth, .safetensors (torch)."""
-    from vrconvert.converter import convert
-    from vrconvert.converter.keras_io import keras_suffix
+    from vrconvert.converter.conversion import convert
+    from vrconvert.converter.formats.keras_io import keras_suffix
 
     if keras_suffix(dst):
-        from vrconvert.converter.runtime import select_backend_for_files
+        from vrconvert.converter.parity.runtime import select_backend_for_files
 
         select_backend_for_files()
     result = convert.write_untrained(arch, dst, num_classes=num_classes, force=force)
     if as_json:
         emit_json(result.as_dict())
         return
-    click.echo(f"{result.dst}: untrained {result.arch} ({result.source_format}), {result.num_classes} classes, "
-               f"{result.num_params:,} parameters ({result.seconds:.1f} s)")
+    click.echo(
+        f"{result.dst}: untrained {result.arch} ({result.source_format}), {result.num_classes} classes, "
+        f"{result.num_params:,} parameters ({result.seconds:.1f} s)"
+    )

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from .options import arch_option, emit_json, force_option, frames_option, json_option, note, parse_size, tolerance_option
+from .options import (
+    arch_option,
+    emit_json,
+    force_option,
+    frames_option,
+    json_option,
+    note,
+    parse_size,
+    tolerance_option,
+)
 from .validate import print_report
 
 
@@ -18,8 +27,10 @@ def _report(result, as_json: bool) -> None:
         note(f"note: {line}")
     if result.hash_check:
         note(f"note: {result.hash_check}")
-    click.echo(f"{result.src} -> {result.dst}: {result.arch}, {result.num_classes} classes, "
-               f"{result.num_params:,} parameters ({result.seconds:.1f} s)")
+    click.echo(
+        f"{result.src} -> {result.dst}: {result.arch}, {result.num_classes} classes, "
+        f"{result.num_params:,} parameters ({result.seconds:.1f} s)"
+    )
     if result.parity is not None:
         print_report(result.parity)
 
@@ -27,8 +38,12 @@ def _report(result, as_json: bool) -> None:
 @click.command("torch2keras")
 @click.argument("paths", nargs=-1, metavar="[SRC] DST")
 @arch_option
-@click.option("--pretrained", metavar="ARCH", default=None,
-              help="Download torchvision's Kinetics-400 weights for ARCH (hash-checked) instead of SRC.")
+@click.option(
+    "--pretrained",
+    metavar="ARCH",
+    default=None,
+    help="Download torchvision's Kinetics-400 weights for ARCH (hash-checked) instead of SRC.",
+)
 @force_option
 @click.option("--no-validate", is_flag=True, help="Skip the logits parity check.")
 @tolerance_option
@@ -41,31 +56,38 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
     With --pretrained ARCH, only DST is given: torchvision's Kinetics-400 checkpoint is downloaded
     into torch's hub cache (SHA-256 checked) and converted.
     """
-    from vrconvert.converter import convert, parity
+    from vrconvert.converter import parity
+    from vrconvert.converter.conversion import convert
     from vrconvert.converter.errors import InputError
 
     clip_size = parse_size(size)
     if no_validate:
-        from vrconvert.converter.runtime import select_backend_for_files
+        from vrconvert.converter.parity.runtime import select_backend_for_files
 
         select_backend_for_files()
     if len(paths) != (1 if pretrained else 2):
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
     if pretrained:
-        from vrconvert.converter import spec
-        from vrconvert.converter.download import fetch_pretrained
-        from vrconvert.converter.output import check_target
-        from vrconvert.converter.keras_io import KERAS_SUFFIXES
+        from vrconvert.converter.arch import spec
+        from vrconvert.converter.formats.download import fetch_pretrained
+        from vrconvert.converter.formats.keras_io import KERAS_SUFFIXES
+        from vrconvert.converter.formats.output import check_target
 
         published = [name for name, v in spec.VARIANTS.items() if v.pretrained]
         if pretrained not in published:
             raise InputError(f"no pretrained weights for {pretrained!r}; published: {', '.join(published)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
         src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
-    result = convert.torch_to_keras(src, dst, arch=arch, force=force, validate=not no_validate,
-                                    tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                                    clips=convert.default_clips(frames, clip_size))
+    result = convert.torch_to_keras(
+        src,
+        dst,
+        arch=arch,
+        force=force,
+        validate=not no_validate,
+        tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        clips=convert.default_clips(frames, clip_size),
+    )
     _report(result, as_json)
 
 
@@ -78,8 +100,8 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
 @json_option
 def keras2torch(src, dst, arch, num_classes, force, as_json) -> None:
     """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors)."""
-    from vrconvert.converter import convert
-    from vrconvert.converter.runtime import select_backend_for_files
+    from vrconvert.converter.conversion import convert
+    from vrconvert.converter.parity.runtime import select_backend_for_files
 
     select_backend_for_files()
 

@@ -15,15 +15,22 @@ import numpy as np
 
 @click.command()
 @click.option("--arch", default="r2plus1d_18", show_default=True, help="Variant to convert.")
-@click.option("--out", "out_dir", default="out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the files the demo writes.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="out",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the files the demo writes.",
+)
 def demo(arch: str, out_dir: Path) -> None:
     """Convert a checkpoint torch -> Keras -> torch and report logits parity and the round trip."""
     import torch
 
     from vrconvert import models_torch
-    from vrconvert.converter import convert, spec
-    from vrconvert.converter.download import hub_dir
+    from vrconvert.converter.arch import spec
+    from vrconvert.converter.conversion import convert
+    from vrconvert.converter.formats.download import hub_dir
 
     from .convert import _report
 
@@ -55,7 +62,9 @@ def demo(arch: str, out_dir: Path) -> None:
     returned = torch.load(back, weights_only=True)
     compared = [k for k in original if not k.endswith("num_batches_tracked")]  # torch-only counters
     same = list(returned) == list(original) and all(torch.equal(original[k], returned[k]) for k in compared)
-    click.echo(f"round trip {src.name} -> {dst.name} -> {back.name}: "
-               f"{'bit-exact' if same else 'DIFFERS'} on all {len(compared)} weights and statistics")
+    click.echo(
+        f"round trip {src.name} -> {dst.name} -> {back.name}: "
+        f"{'bit-exact' if same else 'DIFFERS'} on all {len(compared)} weights and statistics"
+    )
     if not same:
         raise SystemExit(1)

@@ -55,6 +55,9 @@ def run_guarded(entry: Callable[[], None]) -> None:
             if isinstance(exc, kind):
                 click.echo(f"error: {prefix}{_first_line(exc)}", err=True)
                 sys.exit(status if status is not None else exc.exit_code)
-        click.echo(f"error: internal error ({type(exc).__name__}: {_first_line(exc)}); "
-                   "rerun with VRCONVERT_DEBUG=1 for a traceback", err=True)
+        click.echo(
+            f"error: internal error ({type(exc).__name__}: {_first_line(exc)}); "
+            "rerun with VRCONVERT_DEBUG=1 for a traceback",
+            err=True,
+        )
         sys.exit(3)

@@ -15,20 +15,27 @@ from .options import arch_option, emit_json, json_option
 @json_option
 def inspect(file: Path, arch: str | None, as_json: bool) -> None:
     """Describe a checkpoint or Keras file: format, architecture, classes, parameters, dtype, hash."""
-    from vrconvert.converter import accounting, keras_io
-    from vrconvert.converter.layers import count_params, expand
+    from vrconvert.converter.arch.layers import count_params, expand
+    from vrconvert.converter.conversion import accounting
     from vrconvert.converter.errors import InputError
+    from vrconvert.converter.formats import keras_io
 
     if keras_io.keras_suffix(file):
-        from vrconvert.converter.runtime import select_backend_for_files
+        from vrconvert.converter.parity.runtime import select_backend_for_files
 
         select_backend_for_files()
         variant, model = keras_io.load_keras_model(file, arch)
-        info = {"file": str(file), "format": keras_io.keras_suffix(file), "arch": variant.name,
-                "num_classes": variant.num_classes, "dtypes": sorted({str(v.dtype) for v in model.weights}),
-                "hash_check": None, "notes": []}
+        info = {
+            "file": str(file),
+            "format": keras_io.keras_suffix(file),
+            "arch": variant.name,
+            "num_classes": variant.num_classes,
+            "dtypes": sorted({str(v.dtype) for v in model.weights}),
+            "hash_check": None,
+            "notes": [],
+        }
     else:
-        from vrconvert.converter import checkpoint
+        from vrconvert.converter.formats import checkpoint
 
         ckpt = checkpoint.read_checkpoint(file)
         shapes = accounting.shapes_of(ckpt.state)
@@ -36,8 +43,15 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
             variant = accounting.detect(shapes, arch)
         except InputError as exc:
             raise InputError(f"{file}: {exc}") from exc
-        info = {"file": str(file), "format": ckpt.format, "arch": variant.name, "num_classes": variant.num_classes,
-                "dtypes": ckpt.source_dtypes, "hash_check": ckpt.hash_check, "notes": ckpt.notes}
+        info = {
+            "file": str(file),
+            "format": ckpt.format,
+            "arch": variant.name,
+            "num_classes": variant.num_classes,
+            "dtypes": ckpt.source_dtypes,
+            "hash_check": ckpt.hash_check,
+            "notes": ckpt.notes,
+        }
     info["num_params"] = count_params(expand(variant))
     info["midplanes"] = accounting.midplanes_report(variant)  # R(2+1)D widths that differ from the formula
     info["file_size"] = file.stat().st_size
@@ -55,7 +69,7 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
 @json_option
 def mapping_cmd(arch: str, num_classes: int, as_json: bool) -> None:
     """Print the torch <-> Keras name mapping of ARCH, derived from the spec."""
-    from vrconvert.converter import mapping, spec
+    from vrconvert.converter.arch import mapping, spec
     from vrconvert.converter.errors import InputError
 
     try:
@@ -70,4 +84,4 @@ def mapping_cmd(arch: str, num_classes: int, as_json: bool) -> None:
     for r in rows:
         keras = r["keras"] or "(torch-only buffer; written as 0)"
         perm = f"  permute {tuple(r['permutation'])}" if r["permutation"] else ""
-        click.echo(f"{r['torch']:<{width}}  {str(tuple(r['torch_shape'])):<22} {keras}{perm}")
+        click.echo(f"{r['torch']:<{width}}  {tuple(r['torch_shape'])!s:<22} {keras}{perm}")

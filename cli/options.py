@@ -6,24 +6,42 @@ import json
 
 import click
 
-from vrconvert.converter import spec
+from vrconvert.converter.arch import spec
 
-arch_option = click.option("--arch", type=click.Choice(list(spec.VARIANTS)), default=None,
-                           help="Architecture (default: detected from the file's keys and shapes).")
+arch_option = click.option(
+    "--arch",
+    type=click.Choice(list(spec.VARIANTS)),
+    default=None,
+    help="Architecture (default: detected from the file's keys and shapes).",
+)
 force_option = click.option("--force", is_flag=True, help="Replace DST if it exists.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-frames_option = click.option("--frames", type=click.IntRange(min=1), default=16, show_default=True,
-                             help="Frames per clip.")
-tolerance_option = click.option("--tolerance", type=click.FloatRange(min=0), default=None,
-                                help="Largest accepted logits difference, relative to the largest |logit| "
-                                     "(default 1e-5; fp32 rounding measures below 1e-6).")
-device_option = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                             help="Run both models here (cuda: torch on CUDA, Keras on the GPU).")
-keras_backend_option = click.option("--keras-backend", type=click.Choice(["tensorflow", "jax", "torch"]),
-                                    default=None, help="Keras backend to run on (default: $KERAS_BACKEND, "
-                                                       "else tensorflow).")
-allow_tf32_option = click.option("--allow-tf32", is_flag=True,
-                                 help="On GPU, let both sides use TF32 (off by default for strict parity).")
+frames_option = click.option(
+    "--frames", type=click.IntRange(min=1), default=16, show_default=True, help="Frames per clip."
+)
+tolerance_option = click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Largest accepted logits difference, relative to the largest |logit| "
+    "(default 1e-5; fp32 rounding measures below 1e-6).",
+)
+device_option = click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Run both models here (cuda: torch on CUDA, Keras on the GPU).",
+)
+keras_backend_option = click.option(
+    "--keras-backend",
+    type=click.Choice(["tensorflow", "jax", "torch"]),
+    default=None,
+    help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow).",
+)
+allow_tf32_option = click.option(
+    "--allow-tf32", is_flag=True, help="On GPU, let both sides use TF32 (off by default for strict parity)."
+)
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -14,8 +14,13 @@ from .options import arch_option, emit_json, frames_option, json_option, keras_b
 @click.argument("video", type=click.Path(path_type=Path))
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="How many classes to print.")
-@click.option("--clips", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Clips spread evenly over the video; their probabilities are averaged.")
+@click.option(
+    "--clips",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Clips spread evenly over the video; their probabilities are averaged.",
+)
 @frames_option
 @arch_option
 @click.option("--num-classes", type=int, default=None, help="Head width, for .weights.h5 (default: detected).")
@@ -26,19 +31,21 @@ def predict(video, model, top, clips, frames, arch, num_classes, keras_backend, 
 
     Prints Kinetics-400 labels with probabilities (class indices for a head of another size).
     """
-    from vrconvert.converter import runtime
+    from vrconvert.converter.parity import runtime
 
     keras_backend = runtime.resolve_backend(keras_backend)
     if not runtime.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
-    from vrconvert.converter.classify import classify
+    from vrconvert.converter.video.classify import classify
 
     result = classify(video, model, top=top, clips=clips, frames=frames, arch=arch, num_classes=num_classes)
     if as_json:
         emit_json(result.as_dict())
         return
-    click.echo(f"{result.video}: {result.arch} via {result.framework}, {len(result.clips)} clip(s) of {frames} "
-               f"frames ({result.seconds:.1f} s)")
+    click.echo(
+        f"{result.video}: {result.arch} via {result.framework}, {len(result.clips)} clip(s) of {frames} "
+        f"frames ({result.seconds:.1f} s)"
+    )
     width = max(len(label.label) for label in result.top)
     for label in result.top:
         click.echo(f"{label.rank:3d}. {label.label:<{width}}  {label.probability:.4f}")

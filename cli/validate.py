@@ -8,17 +8,36 @@ from pathlib import Path
 import click
 
 from .backend import rerun_with_backend
-from .options import (allow_tf32_option, device_option, emit_json, frames_option, json_option, keras_backend_option,
-                      parse_size, tolerance_option)
+from .options import (
+    allow_tf32_option,
+    device_option,
+    emit_json,
+    frames_option,
+    json_option,
+    keras_backend_option,
+    parse_size,
+    tolerance_option,
+)
 
 
 @click.command("validate")
 @click.argument("torch_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("keras_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--video", "videos", multiple=True, type=click.Path(path_type=Path),
-              help="Also compare on a centred clip of this video (repeatable).")
-@click.option("--random", "random_clips", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Seeded random clips to compare on.")
+@click.option(
+    "--video",
+    "videos",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Also compare on a centred clip of this video (repeatable).",
+)
+@click.option(
+    "--random",
+    "random_clips",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Seeded random clips to compare on.",
+)
 @frames_option
 @click.option("--size", default="112x112", show_default=True, help="HxW of the random clips.")
 @click.option("--no-sample", is_flag=True, help="Leave out the real clip packaged with vrconvert.")
@@ -27,29 +46,49 @@ from .options import (allow_tf32_option, device_option, emit_json, frames_option
 @allow_tf32_option
 @tolerance_option
 @json_option
-def validate(torch_file, keras_file, videos, random_clips, frames, size, no_sample, device, keras_backend,
-             allow_tf32, tolerance, as_json) -> None:
+def validate(
+    torch_file,
+    keras_file,
+    videos,
+    random_clips,
+    frames,
+    size,
+    no_sample,
+    device,
+    keras_backend,
+    allow_tf32,
+    tolerance,
+    as_json,
+) -> None:
     """Check that TORCH_FILE and KERAS_FILE compute the same logits.
 
     Runs both on seeded random clips, the packaged real clip and every --video, reports per input the
     max absolute and relative difference, cosine and top-1/top-5 agreement, and on failure names the
     first torch module and Keras layer whose outputs differ. Exit 0 pass, 1 parity failure, 2 bad input.
     """
-    from vrconvert.converter import parity, runtime
+    from vrconvert.converter import parity
+    from vrconvert.converter.parity import runtime
 
     keras_backend = runtime.resolve_backend(keras_backend)
     if not runtime.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
-    from vrconvert.converter import validate as validator
+    from vrconvert.converter.parity import validate as validator
 
     tolerance = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
-    clips = validator.clips_for(frames=frames, size=parse_size(size), random=random_clips, sample=not no_sample,
-                                videos=videos)
+    clips = validator.clips_for(
+        frames=frames, size=parse_size(size), random=random_clips, sample=not no_sample, videos=videos
+    )
     if not clips:
         raise click.UsageError("nothing to compare: give --random N, --video FILE or leave the packaged clip in")
     settings = runtime.prepare(device, allow_tf32)
-    report = validator.validate_files(torch_file, keras_file, clips=clips, runtime=settings, tolerance=tolerance,
-                                      progress=None if as_json else _progress(len(clips)))
+    report = validator.validate_files(
+        torch_file,
+        keras_file,
+        clips=clips,
+        runtime=settings,
+        tolerance=tolerance,
+        progress=None if as_json else _progress(len(clips)),
+    )
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -60,8 +99,10 @@ def validate(torch_file, keras_file, videos, random_clips, frames, size, no_samp
 
 def _progress(length: int):
     def wrap(cases):
-        return click.progressbar(cases, length=length, label="comparing", file=sys.stderr,
-                                 item_show_func=lambda c: c.input if c else None)
+        return click.progressbar(
+            cases, length=length, label="comparing", file=sys.stderr, item_show_func=lambda c: c.input if c else None
+        )
+
     return wrap
 
 
@@ -70,24 +111,43 @@ def print_report(report) -> None:
     click.echo(f"{report.arch} ({report.num_classes} classes): {report.runtime.describe()}")
     rows = [("input", "max abs", "max rel", "cosine", "top-1", "top-5", "torch s", "keras s")]
     for c in report.cases:
-        rows.append((c.input, f"{c.max_abs_diff:.2e}", f"{c.max_rel_diff:.2e}", f"{c.cosine:.9f}",
-                     "same" if c.top1_agree else "DIFF", "same" if c.top5_agree else "DIFF",
-                     f"{c.torch_seconds:.2f}", f"{c.keras_seconds:.2f}"))
+        rows.append(
+            (
+                c.input,
+                f"{c.max_abs_diff:.2e}",
+                f"{c.max_rel_diff:.2e}",
+                f"{c.cosine:.9f}",
+                "same" if c.top1_agree else "DIFF",
+                "same" if c.top5_agree else "DIFF",
+                f"{c.torch_seconds:.2f}",
+                f"{c.keras_seconds:.2f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        click.echo(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     worst = report.worst
     verdict = "PASS" if report.passed else "FAIL"
     sign = "<=" if report.passed else ">"
-    click.echo(f"parity {verdict}: max relative difference {worst.max_rel_diff:.2e} {sign} tolerance {report.tolerance:g}"
-               + ("" if report.passed else f" on {worst.input}"))
+    click.echo(
+        f"parity {verdict}: max relative difference {worst.max_rel_diff:.2e} {sign} tolerance {report.tolerance:g}"
+        + ("" if report.passed else f" on {worst.input}")
+    )
     d = report.first_divergence
     if d is not None:
-        click.echo(f"first divergence on {d.input}: torch module {d.torch_module} <-> Keras layer {d.keras_layer} "
-                   f"({d.op}), max rel diff {d.max_rel_diff:.2e}")
-        for layer in d.before + [d] + d.after:
+        click.echo(
+            f"first divergence on {d.input}: torch module {d.torch_module} <-> Keras layer {d.keras_layer} "
+            f"({d.op}), max rel diff {d.max_rel_diff:.2e}"
+        )
+        for layer in [*d.before, d, *d.after]:
             marker = ">" if layer is d else " "
-            click.echo(f"  {marker} {layer.torch_module:<24} {layer.keras_layer:<24} {layer.op:<7} "
-                       f"max abs {layer.max_abs_diff:.2e}  max rel {layer.max_rel_diff:.2e}")
+            click.echo(
+                f"  {marker} {layer.torch_module:<24} {layer.keras_layer:<24} {layer.op:<7} "
+                f"max abs {layer.max_abs_diff:.2e}  max rel {layer.max_rel_diff:.2e}"
+            )
     elif not report.passed:
         click.echo("no single layer exceeds the tolerance: the difference builds up across the network")

@@ -1,8 +1,7 @@
 """Framework-free core of vrconvert: the architecture spec, its layer expansion, and (with the
 conversion issue) the weight mapping and checkpoint readers."""
 
-from .layers import Layer, count_params, expand, keras_name, stage_outputs, torch_path
-from .spec import VARIANTS, Arch, get
+from vrconvert.converter.arch.layers import Layer, count_params, expand, keras_name, stage_outputs, torch_path
+from vrconvert.converter.arch.spec import VARIANTS, Arch, get
 
-__all__ = ["VARIANTS", "Arch", "Layer", "count_params", "expand", "get", "keras_name", "stage_outputs",
-           "torch_path"]
+__all__ = ["VARIANTS", "Arch", "Layer", "count_params", "expand", "get", "keras_name", "stage_outputs", "torch_path"]

@@ -12,8 +12,8 @@ from typing import Literal
 
 import keras
 
-from vrconvert.converter import spec
-from vrconvert.converter.layers import INPUT, Layer, expand, keras_name
+from vrconvert.converter.arch import spec
+from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
 
 # torch BatchNorm3d defaults: eps 1e-5, momentum 0.1 (Keras' momentum is 1 - torch's).
 BN_EPSILON = 1e-5
@@ -28,8 +28,9 @@ def _apply(layer: Layer, x, classifier_activation):
     if layer.op in ("conv", "pool") and any(layer.padding):
         x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
     if layer.op == "conv":
-        return keras.layers.Conv3D(layer.channels_out, layer.kernel, strides=layer.stride, padding="valid",
-                                   use_bias=layer.bias, name=name)(x)
+        return keras.layers.Conv3D(
+            layer.channels_out, layer.kernel, strides=layer.stride, padding="valid", use_bias=layer.bias, name=name
+        )(x)
     if layer.op == "bn":
         return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
     if layer.op == "act":
@@ -43,8 +44,9 @@ def _apply(layer: Layer, x, classifier_activation):
     if layer.op == "avgpool":
         return keras.layers.GlobalAveragePooling3D(name=name)(x)
     if layer.op == "dense":
-        return keras.layers.Dense(layer.channels_out, use_bias=layer.bias, activation=classifier_activation,
-                                  name=name)(x)
+        return keras.layers.Dense(layer.channels_out, use_bias=layer.bias, activation=classifier_activation, name=name)(
+            x
+        )
     raise ValueError(f"no Keras layer for op {layer.op!r} ({layer.name})")
 
 

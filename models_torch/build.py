@@ -12,17 +12,17 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from vrconvert.converter import spec
-from vrconvert.converter.layers import INPUT, Layer, expand
-
+from vrconvert.converter.arch import spec
+from vrconvert.converter.arch.layers import INPUT, Layer, expand
 
 ACTIVATIONS = {"relu": nn.ReLU, "mish": nn.Mish, "hard_swish": nn.Hardswish, "sigmoid": nn.Sigmoid}
 
 
 def _module(layer: Layer) -> nn.Module | None:
     if layer.op == "conv":
-        return nn.Conv3d(layer.channels_in, layer.channels_out, layer.kernel, layer.stride, layer.padding,
-                         bias=layer.bias)
+        return nn.Conv3d(
+            layer.channels_in, layer.channels_out, layer.kernel, layer.stride, layer.padding, bias=layer.bias
+        )
     if layer.op == "bn":
         return nn.BatchNorm3d(layer.channels_out, eps=1e-5, momentum=0.1)
     if layer.op == "act":

@@ -45,8 +45,15 @@ def random_state_dict(model, seed: int = 0) -> dict[str, np.ndarray]:
 def run_python(code: str, *, backend: str = "tensorflow", timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter (not in the repo folder, so nothing is imported by accident)."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            env=env, cwd="/", timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        timeout=timeout,
+    )
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return result

@@ -34,9 +34,7 @@ def recipe_state_dict(arch: str) -> dict[str, np.ndarray]:
             continue
         if key.endswith("running_mean"):
             value = rng.normal(0.0, 0.1, shape)
-        elif key.endswith("running_var"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif key.endswith(".weight") and len(shape) == 1:
+        elif key.endswith("running_var") or (key.endswith(".weight") and len(shape) == 1):
             value = rng.uniform(0.5, 1.5, shape)
         elif key.endswith(".bias"):
             value = rng.normal(0.0, 0.1, shape)

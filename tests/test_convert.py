@@ -5,10 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import save_state, make_checkpoint, run_python, torch_logits
+from helpers import make_checkpoint, run_python, save_state, torch_logits
 from oracle import ARCHS, keys, rel_err
 
-from vrconvert.converter import convert, mapping, spec
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.conversion import convert
 
 FORMATS = (".keras", ".h5", ".weights.h5")
 
@@ -36,14 +37,20 @@ def test_torch_to_keras_all_formats_reload_in_fresh_process(arch, tmp_path, torc
     files = {}
     for suffix in FORMATS:
         files[suffix] = tmp_path / f"out{suffix}"
-        result = convert.torch_to_keras(src, files[suffix], validate=suffix == ".keras",
-                                        clips={"small": clip})
+        result = convert.torch_to_keras(src, files[suffix], validate=suffix == ".keras", clips={"small": clip})
         assert result.arch == arch and result.num_classes == 400
         assert files[suffix].is_file()
     assert result.num_params == spec.get(arch).num_params
     np.save(tmp_path / "x.npy", clip.transpose(0, 2, 3, 4, 1))
-    run_python(RELOAD.format(x=str(tmp_path / "x.npy"), keras_file=str(files[".keras"]), h5_file=str(files[".h5"]),
-                             weights_file=str(files[".weights.h5"]), out=str(tmp_path / "logits")))
+    run_python(
+        RELOAD.format(
+            x=str(tmp_path / "x.npy"),
+            keras_file=str(files[".keras"]),
+            h5_file=str(files[".h5"]),
+            weights_file=str(files[".weights.h5"]),
+            out=str(tmp_path / "logits"),
+        )
+    )
     expected = torch_logits(model, clip)
     for suffix in FORMATS:
         got = np.load(tmp_path / f"logits{suffix}.npy")

@@ -8,15 +8,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import invoke, make_checkpoint, run_python, save_state, torch_logits
 
 import vrconvert
-from helpers import invoke, make_checkpoint, run_python, save_state, torch_logits
-from vrconvert.converter import accounting, layers, mapping, spec
+from vrconvert.converter.arch import layers, mapping, spec
+from vrconvert.converter.conversion import accounting
 from vrconvert.converter.errors import InputError
 from vrconvert.models_tf import predictor
 
 VARIANTS = list(spec.VARIANTS)
 TWINS = {"r2plus1d_18_bot", "r2plus1d_18_bot_mish", "r2plus1d_18_bot_hardswish"}  # differ only in activation
+
 
 def _rel(expected: np.ndarray, got: np.ndarray) -> float:
     return float(np.abs(expected - got).max() / np.abs(expected).max())
@@ -42,7 +44,7 @@ def test_variant_builds_converts_and_round_trips(arch, torch, keras):
         if not key.endswith("num_batches_tracked"):
             assert back[key].dtype == value.dtype and np.array_equal(back[key], value), key
     again = vrconvert.state_dict_to_keras(back, arch)
-    for a, b in zip(keras_model.weights, again.weights):
+    for a, b in zip(keras_model.weights, again.weights, strict=True):
         assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
@@ -62,8 +64,10 @@ def test_the_family_is_what_the_paper_says():
     def kinds(arch: str) -> list[str]:
         """Per group conv1..conv5: '3d' or '2d' from the first conv's temporal kernel."""
         records = layers.expand(spec.get(arch))
-        firsts = [next(r for r in records if r.op == "conv" and r.name.startswith(group))
-                  for group in ("stem", "layer1", "layer2", "layer3", "layer4")]
+        firsts = [
+            next(r for r in records if r.op == "conv" and r.name.startswith(group))
+            for group in ("stem", "layer1", "layer2", "layer3", "layer4")
+        ]
         return ["3d" if r.kernel[0] > 1 else "2d" for r in firsts]
 
     assert kinds("r2d_18") == ["2d"] * 5 and kinds("r3d_18") == ["3d"] * 5
@@ -107,19 +111,35 @@ def test_new_layers_save_and_reload_in_plain_keras(arch, tmp_path, torch, capsys
     Keras file names its activation, so it is detected without --arch."""
     _, state = make_checkpoint(arch, seed=2)
     save_state(state, tmp_path / "m.pth")
-    code, out, err = invoke(["torch2keras", tmp_path / "m.pth", tmp_path / "m.keras", "--arch", arch,
-                             "--frames", "4", "--size", "64", "--json"], capsys)
+    code, out, err = invoke(
+        [
+            "torch2keras",
+            tmp_path / "m.pth",
+            tmp_path / "m.keras",
+            "--arch",
+            arch,
+            "--frames",
+            "4",
+            "--size",
+            "64",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0, err
     clip = np.random.default_rng(3).standard_normal((1, 4, 48, 48, 3)).astype(np.float32)
     np.save(tmp_path / "clip.npy", clip)
     outputs = {}
     for backend in ("tensorflow", "torch"):
-        run_python(f"""
+        run_python(
+            f"""
             import keras, numpy as np
             m = keras.models.load_model({str(tmp_path / "m.keras")!r}, safe_mode=True)
             np.save({str(tmp_path / backend)!r} + ".npy",
                     keras.ops.convert_to_numpy(m(np.load({str(tmp_path / "clip.npy")!r}), training=False)))
-        """, backend=backend)
+        """,
+            backend=backend,
+        )
         outputs[backend] = np.load(tmp_path / f"{backend}.npy")
     torch_model, _ = make_checkpoint(arch, seed=2)
     expected = torch_logits(torch_model, np.ascontiguousarray(clip.transpose(0, 4, 1, 2, 3)))
@@ -141,7 +161,7 @@ def _ig65m_style(num_classes: int = 359) -> spec.Arch:
 
 def test_r2plus1d_34_with_checkpoint_widths_converts(tmp_path, torch, capsys):
     from vrconvert import models_torch
-    from vrconvert.converter import keras_io
+    from vrconvert.converter.formats import keras_io
 
     arch = _ig65m_style()
     model = models_torch.build(arch, num_classes=359).eval()
@@ -150,17 +170,23 @@ def test_r2plus1d_34_with_checkpoint_widths_converts(tmp_path, torch, capsys):
     code, out, err = invoke(["inspect", tmp_path / "ig65m.pth", "--json"], capsys)
     info = json.loads(out)
     assert code == 0 and info["arch"] == "r2plus1d_34" and info["num_classes"] == 359, err
-    assert info["midplanes"] == ["layer2.0.conv2.0.0: 288 (formula 230)", "layer3.0.conv2.0.0: 576 (formula 460)",
-                                 "layer4.0.conv2.0.0: 1152 (formula 921)"]
+    assert info["midplanes"] == [
+        "layer2.0.conv2.0.0: 288 (formula 230)",
+        "layer3.0.conv2.0.0: 576 (formula 460)",
+        "layer4.0.conv2.0.0: 1152 (formula 921)",
+    ]
     assert info["num_params"] == sum(p.numel() for p in model.parameters())
 
-    code, out, err = invoke(["torch2keras", tmp_path / "ig65m.pth", tmp_path / "ig65m.keras", "--frames", "4",
-                             "--size", "64", "--json"], capsys)
+    code, out, err = invoke(
+        ["torch2keras", tmp_path / "ig65m.pth", tmp_path / "ig65m.keras", "--frames", "4", "--size", "64", "--json"],
+        capsys,
+    )
     assert code == 0 and json.loads(out)["passed"] is True, err
     variant, _ = keras_io.read_keras_file(tmp_path / "ig65m.keras")
     assert variant.midplanes == arch.midplanes
-    code, _, err = invoke(["torch2keras", tmp_path / "ig65m.pth", tmp_path / "ig65m.weights.h5", "--no-validate"],
-                          capsys)
+    code, _, err = invoke(
+        ["torch2keras", tmp_path / "ig65m.pth", tmp_path / "ig65m.weights.h5", "--no-validate"], capsys
+    )
     assert code == 0, err
     for keras_file in ("ig65m.keras", "ig65m.weights.h5"):  # the latter has no layer names: widths by order
         code, _, err = invoke(["keras2torch", tmp_path / keras_file, tmp_path / "back.pth", "--force"], capsys)
@@ -199,8 +225,10 @@ def test_list_and_build(tmp_path, torch, capsys):
     assert code == 0 and "untrained r3d_18_se" in out, err
     code, out, _ = invoke(["inspect", tmp_path / "se.keras", "--json"], capsys)
     assert json.loads(out)["arch"] == "r3d_18_se"
-    for args, message in [(["build", "resnet50", tmp_path / "x.keras"], "unknown architecture"),
-                          (["build", "mc4_18", tmp_path / "mc4.pth"], "exists"),
-                          (["build", "mc4_18", tmp_path / "x.onnx"], "")]:
+    for args, message in [
+        (["build", "resnet50", tmp_path / "x.keras"], "unknown architecture"),
+        (["build", "mc4_18", tmp_path / "mc4.pth"], "exists"),
+        (["build", "mc4_18", tmp_path / "x.onnx"], ""),
+    ]:
         code, out, err = invoke(args, capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import save_state, invoke, make_checkpoint
+from helpers import invoke, make_checkpoint, save_state
 
 SMALL = ["--frames", "4", "--size", "64"]
 
@@ -98,8 +98,15 @@ def _hostile_files(tmp_path, torch, mc3_state):
     files["text.pth"] = tmp_path / "text.pth"
     files["text.pth"].write_text("this is not a checkpoint\n")
     files["image_model.pth"] = tmp_path / "image_model.pth"  # another model: a 2D image ResNet stem
-    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bn1.weight": torch.ones(64),
-                "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}, files["image_model.pth"])
+    torch.save(
+        {
+            "conv1.weight": torch.zeros(64, 3, 7, 7),
+            "bn1.weight": torch.ones(64),
+            "fc.weight": torch.zeros(1000, 2048),
+            "fc.bias": torch.zeros(1000),
+        },
+        files["image_model.pth"],
+    )
     files["whole_module.pth"] = tmp_path / "whole_module.pth"
     torch.save(torch.nn.Linear(2, 2), files["whole_module.pth"])
     return files, good
@@ -109,7 +116,7 @@ def test_hostile_inputs_fail_cleanly(mc3, tmp_path, torch, capsys):
     files, good = _hostile_files(tmp_path, torch, mc3[1])
     for name, path in files.items():
         dst = tmp_path / f"out_{name}.keras"
-        code, out, err = invoke(["torch2keras", path, dst, *SMALL], capsys)
+        code, _out, err = invoke(["torch2keras", path, dst, *SMALL], capsys)
         assert code == 2, (name, code, err)
         assert err.startswith("error: ") and err.count("\n") == 1, (name, err)
         assert "Traceback" not in err
@@ -146,7 +153,7 @@ def test_bad_keras_inputs(tmp_path, capsys):
 
 
 def test_parity_failure_exits_1_and_writes_nothing(mc3, tmp_path, torch, capsys, monkeypatch):
-    from vrconvert.converter import keras_io
+    from vrconvert.converter.formats import keras_io
 
     src = tmp_path / "m.pth"
     save_state(mc3[1], src)
@@ -166,13 +173,21 @@ def test_parity_failure_exits_1_and_writes_nothing(mc3, tmp_path, torch, capsys,
 def test_real_subprocess_exit_codes_and_debug(tmp_path, torch):
     (tmp_path / "t.pth").write_text("text")
     exe = [sys.executable, "-m", "vrconvert"]
-    run = subprocess.run([*exe, "torch2keras", "t.pth", "o.keras"], capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run(
+        [*exe, "torch2keras", "t.pth", "o.keras"], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
     assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("error:")
     assert "Traceback" not in run.stderr
-    run = subprocess.run([*exe, "torch2keras", "t.pth", "o.keras"], capture_output=True, text=True, cwd=tmp_path,
-                         env={**__import__("os").environ, "VRCONVERT_DEBUG": "1"})
+    run = subprocess.run(
+        [*exe, "torch2keras", "t.pth", "o.keras"],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "VRCONVERT_DEBUG": "1"},
+    )
     assert run.returncode != 0 and "Traceback" in run.stderr
-    run = subprocess.run([*exe, "torch2keras", "--bogus"], capture_output=True, text=True, cwd=tmp_path)
+    run = subprocess.run([*exe, "torch2keras", "--bogus"], check=False, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2
 
 

@@ -5,7 +5,7 @@ import pytest
 from helpers import copy_to_keras, random_state_dict
 from oracle import ARCHS, INPUTS, STAGES, oracle, oracle_input, recipe_state_dict, rel_err
 
-from vrconvert.converter import layers, spec
+from vrconvert.converter.arch import layers, spec
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -16,8 +16,9 @@ def recipe_keras(request, keras):
     model = models_tf.build(arch)
     copy_to_keras(model, recipe_state_dict(arch))
     ends = layers.stage_outputs(layers.expand(spec.get(arch)))
-    probe = keras.Model(model.input, [model.get_layer(layers.keras_name(ends[s])).output for s in STAGES]
-                        + [model.output])
+    probe = keras.Model(
+        model.input, [model.get_layer(layers.keras_name(ends[s])).output for s in STAGES] + [model.output]
+    )
     return arch, model, probe
 
 
@@ -27,7 +28,7 @@ def test_keras_matches_torchvision(recipe_keras, name):
     expected = oracle(arch)
     *stages, logits = probe.predict_on_batch(oracle_input(name).transpose(0, 2, 3, 4, 1))
     assert rel_err(logits, expected[f"{name}.logits"]) <= 1e-5
-    for stage, out in zip(STAGES, stages):
+    for stage, out in zip(STAGES, stages, strict=True):
         assert rel_err(out.mean(axis=(1, 2, 3)), expected[f"{name}.{stage}_mean"]) <= 1e-5, stage
 
 
@@ -63,7 +64,7 @@ def test_odd_sizes_match_torch(arch, torch, keras):
     with torch.no_grad():
         values = tmodel.run(torch.from_numpy(x), keep=ends.values())
     kouts = probe.predict_on_batch(x.transpose(0, 2, 3, 4, 1))
-    for stage, kout in zip(STAGES, kouts):
+    for stage, kout in zip(STAGES, kouts, strict=True):
         tout = values[ends[stage]].numpy().transpose(0, 2, 3, 4, 1)
         assert kout.shape == tout.shape, stage
         assert rel_err(kout, tout) <= 1e-5, stage

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from oracle import ARCHS, INPUTS, STAGES, keys, oracle, oracle_input, recipe_state_dict, rel_err
 
-from vrconvert.converter.layers import stage_outputs
+from vrconvert.converter.arch.layers import stage_outputs
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -36,7 +36,7 @@ def test_recipe_checksum(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_trainable_parameter_count(arch, torch):
     from vrconvert import models_torch
-    from vrconvert.converter import spec
+    from vrconvert.converter.arch import spec
 
     model = models_torch.build(arch)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == spec.get(arch).num_params

@@ -6,9 +6,9 @@ import threading
 from dataclasses import replace
 
 import pytest
-from helpers import save_state, invoke, make_checkpoint
+from helpers import invoke, make_checkpoint, save_state
 
-from vrconvert.converter import spec
+from vrconvert.converter.arch import spec
 
 
 @pytest.fixture
@@ -43,8 +43,9 @@ def _publish(root, torch, name_hash: str | None = None):
 
 def _point_spec_at(monkeypatch, base, filename):
     arch = spec.get("mc3_18")
-    monkeypatch.setitem(spec.VARIANTS, "mc3_18", replace(arch, pretrained=replace(arch.pretrained,
-                                                                                   url=f"{base}/{filename}")))
+    monkeypatch.setitem(
+        spec.VARIANTS, "mc3_18", replace(arch, pretrained=replace(arch.pretrained, url=f"{base}/{filename}"))
+    )
 
 
 def test_download_good_hash_then_cached(server, tmp_path, torch, capsys, monkeypatch):
@@ -52,15 +53,17 @@ def test_download_good_hash_then_cached(server, tmp_path, torch, capsys, monkeyp
     filename = _publish(root, torch)
     _point_spec_at(monkeypatch, base, filename)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    code, out, err = invoke(["torch2keras", "--pretrained", "mc3_18", tmp_path / "k.keras", "--frames", "4",
-                             "--size", "64"], capsys)
+    code, out, err = invoke(
+        ["torch2keras", "--pretrained", "mc3_18", tmp_path / "k.keras", "--frames", "4", "--size", "64"], capsys
+    )
     assert code == 0, err
     assert "parity PASS" in out and (tmp_path / "k.keras").is_file()
     cached = tmp_path / "torch_home" / "hub" / "checkpoints" / filename
     assert cached.is_file()
     (root / filename).unlink()  # served no more: the second run must use the cache
-    code, out, err = invoke(["torch2keras", "--pretrained", "mc3_18", tmp_path / "k2.weights.h5", "--no-validate"],
-                            capsys)
+    code, out, err = invoke(
+        ["torch2keras", "--pretrained", "mc3_18", tmp_path / "k2.weights.h5", "--no-validate"], capsys
+    )
     assert code == 0, err
 
 

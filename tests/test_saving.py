@@ -47,17 +47,26 @@ def test_keras_file_reloads_in_fresh_process_on_both_backends(arch, tmp_path, ke
     # Built and saved on Keras' torch backend, to compare like with like there.
     torch_file, torch_before = str(tmp_path / "torch.keras"), str(tmp_path / "torch_before.npy")
     tests = str(Path(__file__).parent)
-    out = run_python(BUILD_AND_SAVE.format(tests=tests, arch=arch, dst=torch_file, out=torch_before,
-                                           x=str(tmp_path / "x.npy")), backend="torch")
+    out = run_python(
+        BUILD_AND_SAVE.format(tests=tests, arch=arch, dst=torch_file, out=torch_before, x=str(tmp_path / "x.npy")),
+        backend="torch",
+    )
     assert out.stdout.strip() == "torch"
 
     tf_pairs = [(tf_file, str(tmp_path / "tf_reloaded.npy"))]
-    assert run_python(LOAD_AND_PREDICT.format(x=str(tmp_path / "x.npy"), pairs=tf_pairs),
-                      backend="tensorflow").stdout.strip() == "tensorflow"
-    torch_pairs = [(torch_file, str(tmp_path / "torch_reloaded.npy")),
-                   (tf_file, str(tmp_path / "tf_on_torch.npy"))]
-    assert run_python(LOAD_AND_PREDICT.format(x=str(tmp_path / "x.npy"), pairs=torch_pairs),
-                      backend="torch").stdout.strip() == "torch"
+    assert (
+        run_python(
+            LOAD_AND_PREDICT.format(x=str(tmp_path / "x.npy"), pairs=tf_pairs), backend="tensorflow"
+        ).stdout.strip()
+        == "tensorflow"
+    )
+    torch_pairs = [(torch_file, str(tmp_path / "torch_reloaded.npy")), (tf_file, str(tmp_path / "tf_on_torch.npy"))]
+    assert (
+        run_python(
+            LOAD_AND_PREDICT.format(x=str(tmp_path / "x.npy"), pairs=torch_pairs), backend="torch"
+        ).stdout.strip()
+        == "torch"
+    )
 
     np.testing.assert_array_equal(np.load(tmp_path / "tf_reloaded.npy"), before)
     np.testing.assert_array_equal(np.load(tmp_path / "torch_reloaded.npy"), np.load(torch_before))

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 from oracle import ARCHS, keys
 
-from vrconvert.converter import layers, spec
+from vrconvert.converter.arch import layers, spec
 
 TORCHVISION_PARAMS = {"r3d_18": 33_371_472, "mc3_18": 11_695_440, "r2plus1d_18": 31_505_325}
 
@@ -46,8 +46,13 @@ def test_pretrained_metadata():
 
 def test_stage_outputs():
     ends = layers.stage_outputs(layers.expand(spec.get("r2plus1d_18")))
-    assert ends == {"stem": "stem.5", "layer1": "layer1.1.relu", "layer2": "layer2.1.relu",
-                    "layer3": "layer3.1.relu", "layer4": "layer4.1.relu"}
+    assert ends == {
+        "stem": "stem.5",
+        "layer1": "layer1.1.relu",
+        "layer2": "layer2.1.relu",
+        "layer3": "layer3.1.relu",
+        "layer4": "layer4.1.relu",
+    }
 
 
 def test_explicit_midplanes_override_the_formula():
@@ -61,7 +66,7 @@ def test_explicit_midplanes_override_the_formula():
     with pytest.raises(ValueError, match="too few midplanes"):
         layers.expand(replace(r21d, midplanes=(1, 2)))
     with pytest.raises(ValueError, match="more midplanes"):
-        layers.expand(replace(r21d, midplanes=widths + (1,)))
+        layers.expand(replace(r21d, midplanes=(*widths, 1)))
 
 
 def test_kinetics_category_names_ship_with_the_package():

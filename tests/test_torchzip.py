@@ -10,9 +10,10 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-
 from helpers import make_checkpoint, run_python, save_state
-from vrconvert.converter import mapping, spec, torchzip
+
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.formats import torchzip
 
 
 def _as_numpy(value):
@@ -28,7 +29,7 @@ def _same(ours, theirs) -> None:
             _same(ours[key], theirs[key])
     elif isinstance(theirs, (list, tuple)):
         assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs):
+        for a, b in zip(ours, theirs, strict=True):
             _same(a, b)
     elif hasattr(theirs, "dtype") and hasattr(theirs, "detach"):
         assert ours.dtype == str(theirs.dtype).removeprefix("torch.")
@@ -44,13 +45,23 @@ def test_reads_what_torch_reads(tmp_path, torch):
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     obj = {
         "model": model.state_dict(),  # an OrderedDict with _metadata
-        "optimizer": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4)}},
-                      "param_groups": [{"lr": 0.1, "params": [0, 1], "betas": (0.9, 0.99), "name": None}]},
+        "optimizer": {
+            "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4)}},
+            "param_groups": [{"lr": 0.1, "params": [0, 1], "betas": (0.9, 0.99), "name": None}],
+        },
         "epoch": 7,
-        "half": torch.randn(3, 5).half(), "bf16": torch.randn(2, 3).bfloat16(), "double": torch.randn(2).double(),
-        "transposed": base.t(), "slice": base[1:3, 2:5], "shared": base, "param": torch.nn.Parameter(torch.ones(2)),
-        "scalar": torch.tensor(5), "empty": torch.zeros(0, 3), "mask": torch.tensor([True, False]),
-        "bytes": torch.arange(4, dtype=torch.uint8), "ints": torch.arange(3, dtype=torch.int32),
+        "half": torch.randn(3, 5).half(),
+        "bf16": torch.randn(2, 3).bfloat16(),
+        "double": torch.randn(2).double(),
+        "transposed": base.t(),
+        "slice": base[1:3, 2:5],
+        "shared": base,
+        "param": torch.nn.Parameter(torch.ones(2)),
+        "scalar": torch.tensor(5),
+        "empty": torch.zeros(0, 3),
+        "mask": torch.tensor([True, False]),
+        "bytes": torch.arange(4, dtype=torch.uint8),
+        "ints": torch.arange(3, dtype=torch.int32),
     }
     torch.save(obj, tmp_path / "c.pth")
     ours = torchzip.load(tmp_path / "c.pth")
@@ -73,8 +84,10 @@ def test_refuses_code_and_damage(tmp_path, torch):
 
     _, state = make_checkpoint("mc3_18")
     save_state(state, tmp_path / "good.pth")
-    with zipfile.ZipFile(tmp_path / "good.pth") as src, zipfile.ZipFile(tmp_path / "deflated.pth", "w",
-                                                                        zipfile.ZIP_DEFLATED) as dst:
+    with (
+        zipfile.ZipFile(tmp_path / "good.pth") as src,
+        zipfile.ZipFile(tmp_path / "deflated.pth", "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
         for info in src.infolist():
             dst.writestr(info.filename, src.read(info))
     with pytest.raises(torchzip.Unsupported, match="compressed"):
@@ -87,7 +100,7 @@ def test_refuses_code_and_damage(tmp_path, torch):
 
 def test_torch2keras_without_torch_or_tensorflow(tmp_path, torch, keras):
     """`--no-validate` needs neither: the checkpoint is read with numpy, Keras runs on its numpy backend."""
-    from vrconvert.converter import keras_io
+    from vrconvert.converter.formats import keras_io
 
     _, state = make_checkpoint("r3d_18", seed=3)
     save_state(state, tmp_path / "r3d.pth")

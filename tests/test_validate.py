@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-
 from helpers import invoke, make_checkpoint, run_python, save_state
-from vrconvert.converter import mapping, spec
-from vrconvert.converter.layers import keras_name
-from vrconvert.converter.video import SAMPLE_CLIP
+
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.arch.layers import keras_name
+from vrconvert.converter.video.decode import SAMPLE_CLIP
 
 pytestmark = pytest.mark.xdist_group("validate")
 ARCHS = ["r3d_18", "mc3_18", "r2plus1d_18"]  # torchvision's three (the family: test_family.py)
@@ -21,7 +21,7 @@ SMALL = ["--frames", "4", "--size", "64x64"]
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory, torch):
     """For each variant: a random torch checkpoint and its Keras conversion."""
-    from vrconvert.converter import convert
+    from vrconvert.converter.conversion import convert
 
     root = tmp_path_factory.mktemp("pairs")
     out = {}
@@ -64,13 +64,16 @@ def test_full_size_human_report(pairs, capsys):
 def _first_bn_in_layer3(arch: str) -> str:
     """The module of layer3's first BatchNorm, read from the mapping (not typed in)."""
     variant = spec.get(arch)
-    return next(e.torch_key for e in mapping.entries(variant)
-                if e.torch_key.startswith("layer3.") and e.torch_key.endswith(".running_var")).rsplit(".", 1)[0]
+    return next(
+        e.torch_key
+        for e in mapping.entries(variant)
+        if e.torch_key.startswith("layer3.") and e.torch_key.endswith(".running_var")
+    ).rsplit(".", 1)[0]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_scaled_batchnorm_variance_is_located(pairs, arch, tmp_path, capsys):
-    torch_file, keras_file, state = pairs[arch]
+    _torch_file, keras_file, state = pairs[arch]
     module = _first_bn_in_layer3(arch)
     assert module.startswith("layer3.0.")
     bad = dict(state)
@@ -147,15 +150,16 @@ def test_predict_agrees_across_frameworks(pairs, capsys):
     torch_file, keras_file, _ = pairs["r3d_18"]
     results = {}
     for model in (torch_file, keras_file):
-        code, out, err = invoke(["predict", SAMPLE_CLIP, model, "--clips", "2", "--frames", "8", "--top", "5",
-                                 "--json"], capsys)
+        code, out, err = invoke(
+            ["predict", SAMPLE_CLIP, model, "--clips", "2", "--frames", "8", "--top", "5", "--json"], capsys
+        )
         assert code == 0, err
         results[model.suffix] = _json(out)
     torch_doc, keras_doc = results[".pth"], results[".keras"]
     assert torch_doc["framework"] == "torch" and keras_doc["framework"] == "keras (tensorflow)"
     assert torch_doc["clips"] == keras_doc["clips"] == ["vtest_clip.mp4[0:8]", "vtest_clip.mp4[32:40]"]
     names = spec.category_names("r3d_18")
-    for t, k in zip(torch_doc["top"], keras_doc["top"]):
+    for t, k in zip(torch_doc["top"], keras_doc["top"], strict=True):
         assert t["index"] == k["index"] and t["label"] == names[t["index"]]
         assert abs(t["probability"] - k["probability"]) < 1e-5
     assert sum(p["probability"] for p in torch_doc["top"]) <= 1 + 1e-9
@@ -174,11 +178,13 @@ def test_predict_other_head_prints_class_indices(tmp_path, torch, capsys):
 
 
 def test_predict_bad_inputs(pairs, tmp_path, capsys):
-    torch_file, keras_file, _ = pairs["r3d_18"]
+    _torch_file, keras_file, _ = pairs["r3d_18"]
     (tmp_path / "model.onnx").write_text("x")
-    for args, message in [([tmp_path / "missing.mp4", keras_file], "no such file"),
-                          ([SAMPLE_CLIP, tmp_path / "model.onnx"], "expected a Keras file"),
-                          ([SAMPLE_CLIP, tmp_path / "none.keras"], "no such file")]:
+    for args, message in [
+        ([tmp_path / "missing.mp4", keras_file], "no such file"),
+        ([SAMPLE_CLIP, tmp_path / "model.onnx"], "expected a Keras file"),
+        ([SAMPLE_CLIP, tmp_path / "none.keras"], "no such file"),
+    ]:
         code, out, err = invoke(["predict", *args], capsys)
         assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1, err
 
@@ -188,7 +194,7 @@ def test_predict_keras_path_imports_no_torch(pairs):
     result = run_python(f"""
         import sys
         sys.modules["torch"] = None  # any import of torch now fails
-        from vrconvert.converter.classify import classify
+        from vrconvert.converter.video.classify import classify
         p = classify({str(SAMPLE_CLIP)!r}, {str(keras_file)!r}, frames=4, top=2)
         print(p.framework, len(p.top))
     """)

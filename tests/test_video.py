@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import run_python
-from vrconvert.converter import preprocess, video
+
+from vrconvert.converter import video
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.video import preprocess
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -85,8 +86,15 @@ def _write_video(path: Path, codec: str, frames: int = 20, size=(96, 128), pix_f
         out.mux(stream.encode())
 
 
-@pytest.mark.parametrize("name, codec, pix_fmt", [("a.mp4", "libx264", "yuv420p"), ("a.avi", "mjpeg", "yuvj420p"),
-                                                  ("a.mkv", "mpeg4", "yuv420p"), ("a.webm", "libvpx-vp9", "yuv420p")])
+@pytest.mark.parametrize(
+    "name, codec, pix_fmt",
+    [
+        ("a.mp4", "libx264", "yuv420p"),
+        ("a.avi", "mjpeg", "yuvj420p"),
+        ("a.mkv", "mpeg4", "yuv420p"),
+        ("a.webm", "libvpx-vp9", "yuv420p"),
+    ],
+)
 def test_containers_decode(tmp_path, name, codec, pix_fmt):
     path = tmp_path / name
     _write_video(path, codec, pix_fmt=pix_fmt)
@@ -111,11 +119,15 @@ def test_bad_videos(tmp_path):
         frame.sample_rate = 8000
         out.mux(stream.encode(frame))
         out.mux(stream.encode())
-    cases = [(tmp_path / "missing.mp4", {}, "no such file"), (text, {}, "not a video file"),
-             (audio, {}, "no video stream"), (tmp_path, {}, "not a file"),
-             (video.SAMPLE_CLIP, {"frames": 41}, "40 frames, too short for a 41-frame clip"),
-             (video.SAMPLE_CLIP, {"frames": 16, "start_frame": 30}, "too short for a 16-frame clip from frame 30"),
-             (video.SAMPLE_CLIP, {"start_frame": -1}, "before the first frame")]
+    cases = [
+        (tmp_path / "missing.mp4", {}, "no such file"),
+        (text, {}, "not a video file"),
+        (audio, {}, "no video stream"),
+        (tmp_path, {}, "not a file"),
+        (video.SAMPLE_CLIP, {"frames": 41}, "40 frames, too short for a 41-frame clip"),
+        (video.SAMPLE_CLIP, {"frames": 16, "start_frame": 30}, "too short for a 16-frame clip from frame 30"),
+        (video.SAMPLE_CLIP, {"start_frame": -1}, "before the first frame"),
+    ]
     for path, options, message in cases:
         with pytest.raises(InputError, match=message):
             video.load_clips(path, **options)

@@ -12,27 +12,27 @@ __version__ = "0.1.0"
 
 def torch_to_keras(src, dst, **options):
     """Converts a torch checkpoint file to `.keras`, `.h5` or `.weights.h5` (see converter.convert)."""
-    from vrconvert.converter.convert import torch_to_keras as run
+    from vrconvert.converter.conversion.convert import torch_to_keras as run
 
     return run(src, dst, **options)
 
 
 def keras_to_torch(src, dst, **options):
     """Converts a Keras file to a torchvision state dict file, `.pth` or `.safetensors`."""
-    from vrconvert.converter.convert import keras_to_torch as run
+    from vrconvert.converter.conversion.convert import keras_to_torch as run
 
     return run(src, dst, **options)
 
 
 def state_dict_to_keras(state, arch: str | None = None):
     """In memory: a torchvision-style state dict -> Keras model (architecture detected unless given)."""
-    from vrconvert.converter.convert import state_dict_to_keras as run
+    from vrconvert.converter.conversion.convert import state_dict_to_keras as run
 
     return run(state, arch)
 
 
 def keras_to_state_dict(model, arch: str | None = None):
     """In memory: a vrconvert Keras model -> torchvision state dict of numpy arrays."""
-    from vrconvert.converter.convert import keras_to_state_dict as run
+    from vrconvert.converter.conversion.convert import keras_to_state_dict as run
 
     return run(model, arch)

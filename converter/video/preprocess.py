@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from .spec import Preprocessing
+from vrconvert.converter.arch.spec import Preprocessing
 
 Layout = Literal["NCTHW", "NTHWC"]
 KINETICS = Preprocessing()  # the three torchvision video models share it
@@ -65,7 +65,7 @@ def resize_uint8(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # fma(first, weight, second * weight) by the compiler
     rows = x[:, np.concatenate([h0, h1])]
     t = _fma32(rows[:, :, w0], wl0, rows[:, :, w1] * wl1)
-    t0, t1 = t[:, :len(h0)], t[:, len(h0):]
+    t0, t1 = t[:, : len(h0)], t[:, len(h0) :]
     out = _fma32(t0, hl0, t1 * hl1)
     return np.rint(out).clip(0, 255).astype(np.uint8)
 
@@ -76,7 +76,7 @@ def center_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if height < size[0] or width < size[1]:
         raise ValueError(f"cannot crop {size[0]}x{size[1]} from {height}x{width}")
     top, left = round((height - size[0]) / 2.0), round((width - size[1]) / 2.0)
-    return frames[:, top:top + size[0], left:left + size[1]]
+    return frames[:, top : top + size[0], left : left + size[1]]
 
 
 def normalize(frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
@@ -85,8 +85,7 @@ def normalize(frames: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...
     return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def kinetics_eval(frames: np.ndarray, preprocessing: Preprocessing = KINETICS,
-                  layout: Layout = "NTHWC") -> np.ndarray:
+def kinetics_eval(frames: np.ndarray, preprocessing: Preprocessing = KINETICS, layout: Layout = "NTHWC") -> np.ndarray:
     """One clip of decoded uint8 frames (T, H, W, 3) -> a batch of one, ready for the model.
 
     `layout` "NTHWC" feeds a Keras model, "NCTHW" a torch one (a transpose, never a reshape).
@@ -94,8 +93,9 @@ def kinetics_eval(frames: np.ndarray, preprocessing: Preprocessing = KINETICS,
     return crop_and_normalize(resize_uint8(frames, preprocessing.resize), preprocessing, layout)
 
 
-def crop_and_normalize(resized: np.ndarray, preprocessing: Preprocessing = KINETICS,
-                       layout: Layout = "NTHWC") -> np.ndarray:
+def crop_and_normalize(
+    resized: np.ndarray, preprocessing: Preprocessing = KINETICS, layout: Layout = "NTHWC"
+) -> np.ndarray:
     """The steps after the resize (which the video reader applies frame by frame as it decodes)."""
     x = normalize(center_crop(resized, preprocessing.crop), preprocessing.mean, preprocessing.std)[None]
     return to_layout(x, layout)

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import parity, spec
-from .errors import InputError
-from .layers import expand, keras_name
-from .runtime import Runtime
+from vrconvert.converter import parity
+from vrconvert.converter.arch import spec
+from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.parity.runtime import Runtime
 
 CONTEXT = 2  # records shown before and after the first divergence
 
@@ -75,24 +76,41 @@ class Report:
         return max(self.cases, key=lambda c: c.max_rel_diff)
 
     def as_dict(self) -> dict:
-        return {"passed": self.passed, "tolerance": self.tolerance, **self.runtime.as_dict(),
-                "arch": self.arch, "num_classes": self.num_classes, "torch_file": self.torch_file,
-                "keras_file": self.keras_file, "seconds": self.seconds, "cases": [c.as_dict() for c in self.cases],
-                "first_divergence": asdict(self.first_divergence) if self.first_divergence else None}
+        return {
+            "passed": self.passed,
+            "tolerance": self.tolerance,
+            **self.runtime.as_dict(),
+            "arch": self.arch,
+            "num_classes": self.num_classes,
+            "torch_file": self.torch_file,
+            "keras_file": self.keras_file,
+            "seconds": self.seconds,
+            "cases": [c.as_dict() for c in self.cases],
+            "first_divergence": asdict(self.first_divergence) if self.first_divergence else None,
+        }
 
 
-def clips_for(*, frames: int = 16, size: tuple[int, int] = (112, 112), random: int = 1, sample: bool = True,
-              videos: Sequence[str | Path] = ()) -> dict[str, np.ndarray]:
+def clips_for(
+    *,
+    frames: int = 16,
+    size: tuple[int, int] = (112, 112),
+    random: int = 1,
+    sample: bool = True,
+    videos: Sequence[str | Path] = (),
+) -> dict[str, np.ndarray]:
     """The validation inputs, by name, in torch layout (N, C, T, H, W): `random` seeded normal clips
     of `size`, the packaged real clip and one centred clip of each video (Kinetics preprocessing)."""
-    from . import video
+    from vrconvert.converter import video
 
-    clips = {f"random(seed={seed}, {frames}x{size[0]}x{size[1]})": parity.random_clip(seed, frames, size)
-             for seed in range(random)}
+    clips = {
+        f"random(seed={seed}, {frames}x{size[0]}x{size[1]})": parity.random_clip(seed, frames, size)
+        for seed in range(random)
+    }
     for path in ([video.SAMPLE_CLIP] if sample else []) + [Path(v) for v in videos]:
         clip = video.load_clips(path, frames=frames, layout="NCTHW")[0]
-        clips[clip.name if path == video.SAMPLE_CLIP else f"{path}[{clip.start_frame}:{clip.start_frame + frames}]"] \
-            = clip.array
+        clips[clip.name if path == video.SAMPLE_CLIP else f"{path}[{clip.start_frame}:{clip.start_frame + frames}]"] = (
+            clip.array
+        )
     return clips
 
 
@@ -128,7 +146,7 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
     with torch.no_grad():
         values = torch_model.run(torch.from_numpy(clip).to(runtime.torch_device()), keep=[r.name for r in records])
     diffs = []
-    for record, keras_out in zip(records, got):
+    for record, keras_out in zip(records, got, strict=True):
         expected = values.pop(record.name).cpu().numpy()
         if expected.ndim == 5:
             expected = expected.transpose(0, 2, 3, 4, 1)
@@ -141,13 +159,28 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
 def first_divergence(diffs: list[LayerDiff], tolerance: float, input_name: str) -> Divergence | None:
     for i, d in enumerate(diffs):
         if d.max_rel_diff > tolerance:
-            return Divergence(input_name, d.torch_module, d.keras_layer, d.op, d.max_abs_diff, d.max_rel_diff,
-                              diffs[max(0, i - CONTEXT):i], diffs[i + 1:i + 1 + CONTEXT])
+            return Divergence(
+                input_name,
+                d.torch_module,
+                d.keras_layer,
+                d.op,
+                d.max_abs_diff,
+                d.max_rel_diff,
+                diffs[max(0, i - CONTEXT) : i],
+                diffs[i + 1 : i + 1 + CONTEXT],
+            )
     return None
 
 
-def check_models(arch: spec.Arch, torch_model, keras_model, clips: dict[str, np.ndarray], runtime: Runtime,
-                 tolerance: float = parity.DEFAULT_TOLERANCE, progress=None) -> Report:
+def check_models(
+    arch: spec.Arch,
+    torch_model,
+    keras_model,
+    clips: dict[str, np.ndarray],
+    runtime: Runtime,
+    tolerance: float = parity.DEFAULT_TOLERANCE,
+    progress=None,
+) -> Report:
     """Compares the two in-memory models on `clips`; localises the first divergence on the worst clip.
 
     `progress`, if given, wraps the iterator of cases (e.g. a progress bar of `len(clips)` steps).
@@ -173,19 +206,29 @@ def check_models(arch: spec.Arch, torch_model, keras_model, clips: dict[str, np.
     return report
 
 
-def validate_files(torch_file: str | Path, keras_file: str | Path, *, clips: dict[str, np.ndarray],
-                   runtime: Runtime, tolerance: float = parity.DEFAULT_TOLERANCE, progress=None) -> Report:
+def validate_files(
+    torch_file: str | Path,
+    keras_file: str | Path,
+    *,
+    clips: dict[str, np.ndarray],
+    runtime: Runtime,
+    tolerance: float = parity.DEFAULT_TOLERANCE,
+    progress=None,
+) -> Report:
     """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
-    from . import convert, keras_io
+    from vrconvert.converter.conversion import convert
+    from vrconvert.converter.formats import keras_io
 
     start = time.perf_counter()
     ckpt, variant = convert.load_state(torch_file)
     with runtime.keras_scope():
         keras_variant, keras_model = keras_io.load_keras_model(Path(keras_file))
     if (variant.name, variant.num_classes) != (keras_variant.name, keras_variant.num_classes):
-        raise InputError(f"the two files hold different networks: {torch_file} is {variant.name} with "
-                         f"{variant.num_classes} classes, {keras_file} is {keras_variant.name} with "
-                         f"{keras_variant.num_classes} classes")
+        raise InputError(
+            f"the two files hold different networks: {torch_file} is {variant.name} with "
+            f"{variant.num_classes} classes, {keras_file} is {keras_variant.name} with "
+            f"{keras_variant.num_classes} classes"
+        )
     torch_model = convert.torch_model_from_state(variant, ckpt.state)
     loaded = time.perf_counter() - start
     report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress)

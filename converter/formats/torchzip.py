@@ -24,10 +24,16 @@ import numpy as np
 
 # torch storage type -> numpy dtype (bfloat16 has none: kept as its 16-bit pattern, widened on request)
 STORAGE_DTYPES = {
-    "FloatStorage": ("float32", np.float32), "DoubleStorage": ("float64", np.float64),
-    "HalfStorage": ("float16", np.float16), "BFloat16Storage": ("bfloat16", np.uint16),
-    "LongStorage": ("int64", np.int64), "IntStorage": ("int32", np.int32), "ShortStorage": ("int16", np.int16),
-    "CharStorage": ("int8", np.int8), "ByteStorage": ("uint8", np.uint8), "BoolStorage": ("bool", np.bool_),
+    "FloatStorage": ("float32", np.float32),
+    "DoubleStorage": ("float64", np.float64),
+    "HalfStorage": ("float16", np.float16),
+    "BFloat16Storage": ("bfloat16", np.uint16),
+    "LongStorage": ("int64", np.int64),
+    "IntStorage": ("int32", np.int32),
+    "ShortStorage": ("int16", np.int16),
+    "CharStorage": ("int8", np.int8),
+    "ByteStorage": ("uint8", np.uint8),
+    "BoolStorage": ("bool", np.bool_),
 }
 
 
@@ -61,11 +67,14 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise Unsupported("malformed tensor shape")
     numel = int(np.prod(size, dtype=np.int64))
-    if numel and offset + sum((n - 1) * s for n, s in zip(size, stride)) >= array.size:
+    if numel and offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) >= array.size:
         raise Unsupported("tensor reaches past its storage")
     item = array.itemsize
-    view = np.lib.stride_tricks.as_strided(array[offset:], shape=size, strides=[s * item for s in stride],
-                                           writeable=False) if numel else np.zeros(size, array.dtype)
+    view = (
+        np.lib.stride_tricks.as_strided(array[offset:], shape=size, strides=[s * item for s in stride], writeable=False)
+        if numel
+        else np.zeros(size, array.dtype)
+    )
     return Tensor(view, name)
 
 
@@ -75,10 +84,12 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_):
     return data
 
 
-ALLOWED = {("collections", "OrderedDict"): OrderedDict,
-           ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-           ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-           **{("torch", name): StorageType(*spec) for name, spec in STORAGE_DTYPES.items()}}
+ALLOWED = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    **{("torch", name): StorageType(*spec) for name, spec in STORAGE_DTYPES.items()},
+}
 
 
 class _Unpickler(pickle.Unpickler):
@@ -93,8 +104,14 @@ class _Unpickler(pickle.Unpickler):
             raise Unsupported(f"global {module}.{name}") from None
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) == 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], StorageType)
+            and isinstance(pid[2], str)
+            and isinstance(pid[4], int)
+        ):
             raise Unsupported(f"persistent id {pid!r:.80}")
         kind, key, numel = pid[1], pid[2], pid[4]
         return self._storages(key, kind.dtype, numel), kind.name
@@ -138,7 +155,7 @@ def load(path: str | Path):
             start = _member_offset(raw, info)
             if start + numel * itemsize > whole.size:
                 raise Unsupported(f"storage {key!r} is truncated")
-            chunk = whole[start:start + numel * itemsize]
+            chunk = whole[start : start + numel * itemsize]
             return chunk.view(dtype) if start % itemsize == 0 else np.frombuffer(chunk.tobytes(), dtype)
 
         try:

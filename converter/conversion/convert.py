@@ -19,11 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accounting, checkpoint, keras_io, mapping, parity, runtime, spec
-from . import validate as validator
-from .errors import InputError, ParityError
-from .layers import count_params, expand
-from .output import atomic_path, check_target
+from vrconvert.converter import parity
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.arch.layers import count_params, expand
+from vrconvert.converter.conversion import accounting
+from vrconvert.converter.errors import InputError, ParityError
+from vrconvert.converter.formats import checkpoint, keras_io
+from vrconvert.converter.formats.output import atomic_path, check_target
+from vrconvert.converter.parity import runtime
+from vrconvert.converter.parity import validate as validator
 
 
 @dataclass
@@ -49,8 +53,9 @@ class Result:
     def as_dict(self) -> dict:
         out = {k: v for k, v in self.__dict__.items() if k != "parity"}
         report = self.parity.as_dict() if self.parity else {"passed": None}
-        out.update({k: v for k, v in report.items() if k not in ("arch", "num_classes", "torch_file", "keras_file",
-                                                                 "seconds")})
+        out.update(
+            {k: v for k, v in report.items() if k not in ("arch", "num_classes", "torch_file", "keras_file", "seconds")}
+        )
         if self.parity:
             out["parity_seconds"] = self.parity.seconds
         return out
@@ -65,16 +70,19 @@ def load_state(src: str | Path, arch: str | None = None) -> tuple[checkpoint.Che
 
 def state_dict_to_keras(state: dict, arch: str | None = None):
     """In memory: a torchvision-style state dict (torch tensors or numpy) -> a Keras model."""
-    arrays = {k: np.asarray(v.detach().cpu().float() if hasattr(v, "detach") and v.is_floating_point() else v)
-              for k, v in state.items()}
+    arrays = {
+        k: np.asarray(v.detach().cpu().float() if hasattr(v, "detach") and v.is_floating_point() else v)
+        for k, v in state.items()
+    }
     variant = accounting.detect(accounting.shapes_of(arrays), arch)
     return keras_io.build_model(variant, arrays)
 
 
 def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]:
     """In memory: a vrconvert Keras model -> a torchvision state dict of numpy arrays (in order)."""
-    variant = accounting.detect(keras_io.torch_shapes_of(keras_io.shapes_of_model(model)), arch,
-                                keras_io.activation_of(model))
+    variant = accounting.detect(
+        keras_io.torch_shapes_of(keras_io.shapes_of_model(model)), arch, keras_io.activation_of(model)
+    )
     return mapping.to_torch(variant, keras_io.variables_of(model))
 
 
@@ -96,31 +104,56 @@ def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112)) -> dict[
     (left out, with a note, where PyAV is not installed)."""
     has_pyav = importlib.util.find_spec("av") is not None
     if not has_pyav:
-        warnings.warn("the real-clip parity check needs PyAV (pip install 'vrconvert[video]'); random clip only",
-                      stacklevel=2)
+        warnings.warn(
+            "the real-clip parity check needs PyAV (pip install 'vrconvert[video]'); random clip only", stacklevel=2
+        )
     return validator.clips_for(frames=frames, size=size, random=1, sample=has_pyav)
 
 
-def torch_to_keras(src: str | Path, dst: str | Path, *, arch: str | None = None, force: bool = False,
-                   validate: bool = True, tolerance: float = parity.DEFAULT_TOLERANCE,
-                   clips: dict[str, np.ndarray] | None = None) -> Result:
+def torch_to_keras(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    arch: str | None = None,
+    force: bool = False,
+    validate: bool = True,
+    tolerance: float = parity.DEFAULT_TOLERANCE,
+    clips: dict[str, np.ndarray] | None = None,
+) -> Result:
     """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing."""
     start = time.perf_counter()
     dst = Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES)
     ckpt, variant = load_state(src, arch)
     model = keras_io.build_model(variant, ckpt.state)
-    result = Result(str(src), str(dst), variant.name, variant.num_classes, count_params(expand(variant)),
-                    ckpt.format, ckpt.source_dtypes, ckpt.notes, ckpt.hash_check)
+    result = Result(
+        str(src),
+        str(dst),
+        variant.name,
+        variant.num_classes,
+        count_params(expand(variant)),
+        ckpt.format,
+        ckpt.source_dtypes,
+        ckpt.notes,
+        ckpt.hash_check,
+    )
     if validate:
-        report = validator.check_models(variant, torch_model_from_state(variant, ckpt.state), model,
-                                       clips or default_clips(), runtime.prepare("cpu"), tolerance)
+        report = validator.check_models(
+            variant,
+            torch_model_from_state(variant, ckpt.state),
+            model,
+            clips or default_clips(),
+            runtime.prepare("cpu"),
+            tolerance,
+        )
         result.parity = report
         if not report.passed:
             where = report.first_divergence
             place = f"; first divergence at {where.torch_module} / {where.keras_layer}" if where else ""
-            raise ParityError(f"parity failed: max relative difference {report.worst.max_rel_diff:.2e} > "
-                              f"{tolerance:g} on {report.worst.input}{place}; nothing was written")
+            raise ParityError(
+                f"parity failed: max relative difference {report.worst.max_rel_diff:.2e} > "
+                f"{tolerance:g} on {report.worst.input}{place}; nothing was written"
+            )
     _save_keras(model, dst, suffix)
     result.seconds = time.perf_counter() - start
     return result
@@ -146,8 +179,9 @@ def _legacy_format_notice_silenced():
         absl.setLevel(level)
 
 
-def keras_to_torch(src: str | Path, dst: str | Path, *, arch: str | None = None, num_classes: int | None = None,
-                   force: bool = False) -> Result:
+def keras_to_torch(
+    src: str | Path, dst: str | Path, *, arch: str | None = None, num_classes: int | None = None, force: bool = False
+) -> Result:
     """Converts a `.keras`/`.h5`/`.weights.h5` file to a torchvision state dict (`.pth` or `.safetensors`)."""
     start = time.perf_counter()
     dst = Path(dst)
@@ -159,8 +193,18 @@ def keras_to_torch(src: str | Path, dst: str | Path, *, arch: str | None = None,
     assert report.ok, report.summary()  # to_torch writes exactly torchvision's layout
     with atomic_path(dst, suffix) as tmp:
         checkpoint.write_torch(state, tmp)
-    return Result(str(src), str(dst), variant.name, variant.num_classes, count_params(expand(variant)), keras_io.keras_suffix(src),
-                  ["float32"], [], None, time.perf_counter() - start)
+    return Result(
+        str(src),
+        str(dst),
+        variant.name,
+        variant.num_classes,
+        count_params(expand(variant)),
+        keras_io.keras_suffix(src),
+        ["float32"],
+        [],
+        None,
+        time.perf_counter() - start,
+    )
 
 
 def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = None, force: bool = False) -> Result:
@@ -186,6 +230,12 @@ def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = Non
         with atomic_path(dst, suffix) as tmp:
             checkpoint.write_torch(state, tmp)
         framework = "torch"
-    return Result(arch, str(dst), variant.name, variant.num_classes, count_params(expand(variant)), framework,
-                  seconds=time.perf_counter() - start)
-
+    return Result(
+        arch,
+        str(dst),
+        variant.name,
+        variant.num_classes,
+        count_params(expand(variant)),
+        framework,
+        seconds=time.perf_counter() - start,
+    )

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from . import layers, mapping, spec
-from .errors import InputError
+from vrconvert.converter.arch import layers, mapping, spec
+from vrconvert.converter.errors import InputError
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
 
@@ -50,8 +50,12 @@ class Report:
         return "; ".join(parts) or "all keys match"
 
     def as_dict(self) -> dict:
-        return {"arch": self.arch, "missing": self.missing, "unexpected": self.unexpected,
-                "mismatched": [{"key": k, "found": list(a), "expected": list(b)} for k, a, b in self.mismatched]}
+        return {
+            "arch": self.arch,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "mismatched": [{"key": k, "found": list(a), "expected": list(b)} for k, a, b in self.mismatched],
+        }
 
 
 def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
@@ -84,8 +88,11 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
     if not shapes:
         raise InputError("the checkpoint holds no tensors")
     classes = num_classes_of(shapes)
-    candidates = [spec.get(arch)] if arch else [v for v in spec.VARIANTS.values()
-                                                if activation is None or v.activation == activation]
+    candidates = (
+        [spec.get(arch)]
+        if arch
+        else [v for v in spec.VARIANTS.values() if activation is None or v.activation == activation]
+    )
     reports, matches = [], []
     for variant in candidates:
         variant = variant.with_classes(classes or variant.num_classes)
@@ -96,8 +103,11 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
     if len(matches) == 1:
         return matches[0]
     if matches:
-        why = (" (they differ only in their activation, which weights do not record)"
-               if len({replace(m, name="", activation="relu", description="") for m in matches}) == 1 else "")
+        why = (
+            " (they differ only in their activation, which weights do not record)"
+            if len({replace(m, name="", activation="relu", description="") for m in matches}) == 1
+            else ""
+        )
         raise InputError(f"ambiguous checkpoint: it fits {', '.join(m.name for m in matches)}{why}; pass --arch")
     if arch:
         raise InputError(f"the checkpoint does not match {arch}: {reports[0].summary()}")
@@ -124,8 +134,11 @@ def midplanes_report(arch: spec.Arch) -> list[str]:
     if arch.midplanes is None:
         return []
     formula = layers.midplane_convs(replace(arch, midplanes=None))
-    return [f"{conv.name}: {conv.channels_out} (formula {ref.channels_out})"
-            for conv, ref in zip(layers.midplane_convs(arch), formula) if conv.channels_out != ref.channels_out]
+    return [
+        f"{conv.name}: {conv.channels_out} (formula {ref.channels_out})"
+        for conv, ref in zip(layers.midplane_convs(arch), formula, strict=True)
+        if conv.channels_out != ref.channels_out
+    ]
 
 
 def shapes_of(state: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:

@@ -36,9 +36,17 @@ def compare(name: str, expected: np.ndarray, got: np.ndarray, t_torch: float = 0
     scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
     cosine = float((expected * got).sum() / max(np.linalg.norm(expected) * np.linalg.norm(got), 1e-300))
     k = min(5, expected.shape[-1])
-    top5 = all(set(np.argsort(-e)[:k]) == set(np.argsort(-g)[:k]) for e, g in zip(expected, got))
-    return Case(name, float(diff.max()), float(diff.max() / scale), cosine,
-                bool((expected.argmax(-1) == got.argmax(-1)).all()), bool(top5), t_torch, t_keras)
+    top5 = all(set(np.argsort(-e)[:k]) == set(np.argsort(-g)[:k]) for e, g in zip(expected, got, strict=True))
+    return Case(
+        name,
+        float(diff.max()),
+        float(diff.max() / scale),
+        cosine,
+        bool((expected.argmax(-1) == got.argmax(-1)).all()),
+        bool(top5),
+        t_torch,
+        t_keras,
+    )
 
 
 def random_clip(seed: int, frames: int = 16, size: tuple[int, int] = (112, 112), batch: int = 1) -> np.ndarray:

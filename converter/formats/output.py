@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InputError
+from vrconvert.converter.errors import InputError
 
 
 def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:

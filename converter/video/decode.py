@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import preprocess
-from .errors import InputError
-from .preprocess import KINETICS
-from .spec import Preprocessing
+from vrconvert.converter.arch.spec import Preprocessing
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.video import preprocess
+from vrconvert.converter.video.preprocess import KINETICS
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 SAMPLE_CLIP = DATA / "vtest_clip.mp4"  # 40 frames of OpenCV's vtest.avi, 320x240, 10 fps (see data/README.md)
 
 
@@ -98,9 +98,16 @@ def clip_starts(total: int, frames: int, clips: int) -> list[int]:
     return [round(i * (total - frames) / (clips - 1)) for i in range(clips)]
 
 
-def load_clips(path: str | Path, *, frames: int = 16, clips: int = 1, start_frame: int | None = None,
-               start_time: float | None = None, preprocessing: Preprocessing = KINETICS,
-               layout: preprocess.Layout = "NTHWC") -> list[Clip]:
+def load_clips(
+    path: str | Path,
+    *,
+    frames: int = 16,
+    clips: int = 1,
+    start_frame: int | None = None,
+    start_time: float | None = None,
+    preprocessing: Preprocessing = KINETICS,
+    layout: preprocess.Layout = "NTHWC",
+) -> list[Clip]:
     """Clips of `frames` consecutive frames, preprocessed as torchvision's Kinetics-400 eval transform.
 
     One clip from `start_frame` or `start_time` (seconds), or `clips` clips evenly spaced over the

@@ -144,8 +144,11 @@ STEM_3D = (StemConv(64, (3, 7, 7), (1, 2, 2)),)
 STEM_2D = (StemConv(64, (1, 7, 7), (1, 2, 2)),)
 STEM_2PLUS1D = (StemConv(45, (1, 7, 7), (1, 2, 2)), StemConv(64, (3, 1, 1), (1, 1, 1)))
 # ResNet-C's three-conv stem, factorised as R(2+1)D factorises: two spatial 3x3s, then a temporal 3.
-STEM_BAG_OF_TRICKS = (StemConv(32, (1, 3, 3), (1, 2, 2)), StemConv(32, (1, 3, 3), (1, 1, 1)),
-                      StemConv(64, (3, 1, 1), (1, 1, 1)))
+STEM_BAG_OF_TRICKS = (
+    StemConv(32, (1, 3, 3), (1, 2, 2)),
+    StemConv(32, (1, 3, 3), (1, 1, 1)),
+    StemConv(64, (3, 1, 1), (1, 1, 1)),
+)
 
 PLANES = (64, 128, 256, 512)
 STRIDES = (1, 2, 2, 2)
@@ -154,7 +157,7 @@ DEPTH_34 = (3, 4, 6, 3)  # also the 50-layer bottleneck network's block counts
 
 
 def _stages(kinds: tuple[ConvKindName, ...], blocks: tuple[int, ...] = DEPTH_18) -> tuple[Stage, ...]:
-    return tuple(Stage(p, b, s, k) for p, b, s, k in zip(PLANES, blocks, STRIDES, kinds))
+    return tuple(Stage(p, b, s, k) for p, b, s, k in zip(PLANES, blocks, STRIDES, kinds, strict=True))
 
 
 def _mixed(x: int, reverse: bool) -> tuple[tuple[StemConv, ...], tuple[Stage, ...]]:
@@ -168,33 +171,78 @@ def _mixed(x: int, reverse: bool) -> tuple[tuple[StemConv, ...], tuple[Stage, ..
 _TORCHVISION = "https://download.pytorch.org/models/"
 
 _ARCHS = (
-    Arch("r3d_18", STEM_3D, _stages(("3d",) * 4), num_params=33_371_472,
-         pretrained=Pretrained(_TORCHVISION + "r3d_18-b3b3357e.pth", 63.200, 83.479),
-         description="R3D-18, torchvision's r3d_18"),
-    Arch("mc3_18", *_mixed(3, reverse=False), num_params=11_695_440,
-         pretrained=Pretrained(_TORCHVISION + "mc3_18-a90a0ba3.pth", 63.960, 84.130),
-         description="MC3-18, torchvision's mc3_18"),
-    Arch("r2plus1d_18", STEM_2PLUS1D, _stages(("2plus1d",) * 4), num_params=31_505_325,
-         pretrained=Pretrained(_TORCHVISION + "r2plus1d_18-91a641e6.pth", 67.463, 86.175),
-         description="R(2+1)D-18, torchvision's r2plus1d_18"),
+    Arch(
+        "r3d_18",
+        STEM_3D,
+        _stages(("3d",) * 4),
+        num_params=33_371_472,
+        pretrained=Pretrained(_TORCHVISION + "r3d_18-b3b3357e.pth", 63.200, 83.479),
+        description="R3D-18, torchvision's r3d_18",
+    ),
+    Arch(
+        "mc3_18",
+        *_mixed(3, reverse=False),
+        num_params=11_695_440,
+        pretrained=Pretrained(_TORCHVISION + "mc3_18-a90a0ba3.pth", 63.960, 84.130),
+        description="MC3-18, torchvision's mc3_18",
+    ),
+    Arch(
+        "r2plus1d_18",
+        STEM_2PLUS1D,
+        _stages(("2plus1d",) * 4),
+        num_params=31_505_325,
+        pretrained=Pretrained(_TORCHVISION + "r2plus1d_18-91a641e6.pth", 67.463, 86.175),
+        description="R(2+1)D-18, torchvision's r2plus1d_18",
+    ),
     Arch("r2d_18", STEM_2D, _stages(("2d",) * 4), description="R2D-18: 2D convolutions only, time untouched"),
-    *(Arch(f"mc{x}_18", *_mixed(x, reverse=False), description=f"MC{x}-18: 3D up to conv{x - 1}, then 2D")
-      for x in (2, 4, 5)),
-    *(Arch(f"rmc{x}_18", *_mixed(x, reverse=True), description=f"rMC{x}-18: 2D up to conv{x - 1}, then 3D")
-      for x in (2, 3, 4, 5)),
+    *(
+        Arch(f"mc{x}_18", *_mixed(x, reverse=False), description=f"MC{x}-18: 3D up to conv{x - 1}, then 2D")
+        for x in (2, 4, 5)
+    ),
+    *(
+        Arch(f"rmc{x}_18", *_mixed(x, reverse=True), description=f"rMC{x}-18: 2D up to conv{x - 1}, then 3D")
+        for x in (2, 3, 4, 5)
+    ),
     Arch("r3d_34", STEM_3D, _stages(("3d",) * 4, DEPTH_34), description="R3D-34"),
-    Arch("r2plus1d_34", STEM_2PLUS1D, _stages(("2plus1d",) * 4, DEPTH_34),
-         description="R(2+1)D-34 (mid-channel widths read from a checkpoint's shapes when they differ)"),
-    Arch("r3d_50", STEM_3D, _stages(("3d",) * 4, DEPTH_34), block="bottleneck",
-         description="R3D-50: bottleneck blocks (1x1x1, 3x3x3, 1x1x1; expansion 4)"),
-    *(Arch(f"r2plus1d_18_bot{suffix}", STEM_BAG_OF_TRICKS, _stages(("2plus1d",) * 4), activation=act,
-           stride_on="second", shortcut="avgpool",
-           description=f"Bag-of-Tricks R(2+1)D-18: 3-conv stem, stride on conv2, avg-pool shortcut, {act}")
-      for suffix, act in (("", "relu"), ("_mish", "mish"), ("_hardswish", "hard_swish"))),
-    Arch("r3d_18_se", STEM_3D, _stages(("3d",) * 4), se_ratio=16,
-         description="R3D-18 with squeeze-and-excitation (ratio 16) after each residual branch"),
-    Arch("r2plus1d_18_se", STEM_2PLUS1D, _stages(("2plus1d",) * 4), se_ratio=16,
-         description="R(2+1)D-18 with squeeze-and-excitation (ratio 16) after each residual branch"),
+    Arch(
+        "r2plus1d_34",
+        STEM_2PLUS1D,
+        _stages(("2plus1d",) * 4, DEPTH_34),
+        description="R(2+1)D-34 (mid-channel widths read from a checkpoint's shapes when they differ)",
+    ),
+    Arch(
+        "r3d_50",
+        STEM_3D,
+        _stages(("3d",) * 4, DEPTH_34),
+        block="bottleneck",
+        description="R3D-50: bottleneck blocks (1x1x1, 3x3x3, 1x1x1; expansion 4)",
+    ),
+    *(
+        Arch(
+            f"r2plus1d_18_bot{suffix}",
+            STEM_BAG_OF_TRICKS,
+            _stages(("2plus1d",) * 4),
+            activation=act,
+            stride_on="second",
+            shortcut="avgpool",
+            description=f"Bag-of-Tricks R(2+1)D-18: 3-conv stem, stride on conv2, avg-pool shortcut, {act}",
+        )
+        for suffix, act in (("", "relu"), ("_mish", "mish"), ("_hardswish", "hard_swish"))
+    ),
+    Arch(
+        "r3d_18_se",
+        STEM_3D,
+        _stages(("3d",) * 4),
+        se_ratio=16,
+        description="R3D-18 with squeeze-and-excitation (ratio 16) after each residual branch",
+    ),
+    Arch(
+        "r2plus1d_18_se",
+        STEM_2PLUS1D,
+        _stages(("2plus1d",) * 4),
+        se_ratio=16,
+        description="R(2+1)D-18 with squeeze-and-excitation (ratio 16) after each residual branch",
+    ),
 )
 VARIANTS: dict[str, Arch] = {arch.name: arch for arch in _ARCHS}
 
@@ -206,7 +254,7 @@ def category_names(arch: Arch | str) -> list[str] | None:
     variant = get(arch) if isinstance(arch, str) else arch
     if variant.categories is None:
         return None
-    names = files(__package__).joinpath("data", variant.categories).read_text(encoding="utf-8").splitlines()
+    names = files("vrconvert.converter").joinpath("data", variant.categories).read_text(encoding="utf-8").splitlines()
     return names if len(names) == variant.num_classes else None
 
 

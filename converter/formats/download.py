@@ -10,8 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import spec
-from .errors import DownloadError, InputError
+from vrconvert.converter.arch import spec
+from vrconvert.converter.errors import DownloadError, InputError
 
 # Tests (and mirrors) point this at another server; the file names stay torchvision's.
 BASE_URL_ENV = "VRCONVERT_PRETRAINED_BASE_URL"
@@ -20,7 +20,8 @@ BASE_URL_ENV = "VRCONVERT_PRETRAINED_BASE_URL"
 def hub_dir() -> Path:
     """torch.hub's checkpoint folder ($TORCH_HOME/hub/checkpoints), without importing torch."""
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
+    )
     return Path(torch_home) / "hub" / "checkpoints"
 
 
@@ -54,13 +55,17 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True) ->
         if progress and total:
             print(file=sys.stderr)
         if not digest.hexdigest().startswith(arch.pretrained.sha256_prefix):
-            raise DownloadError(f"{url}: SHA-256 {digest.hexdigest()[:8]}... does not match "
-                                f"{arch.pretrained.sha256_prefix}; the download is corrupt (nothing was kept)")
+            raise DownloadError(
+                f"{url}: SHA-256 {digest.hexdigest()[:8]}... does not match "
+                f"{arch.pretrained.sha256_prefix}; the download is corrupt (nothing was kept)"
+            )
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot download {url} ({reason}); download it elsewhere and pass the file: "
-                            f"vrconvert torch2keras {arch.pretrained.filename} OUT.keras") from exc
+        raise DownloadError(
+            f"cannot download {url} ({reason}); download it elsewhere and pass the file: "
+            f"vrconvert torch2keras {arch.pretrained.filename} OUT.keras"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return target

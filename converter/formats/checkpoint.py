@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import torchzip
-from .errors import InputError
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import torchzip
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net", "network")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
@@ -55,8 +55,10 @@ def verify_name_hash(path: Path) -> str | None:
         return None
     digest = sha256_of(path)
     if not digest.startswith(match.group(1)):
-        raise InputError(f"{path.name}: SHA-256 {digest[:8]}... does not match the {match.group(1)} in its name "
-                         "(corrupt or incomplete download?)")
+        raise InputError(
+            f"{path.name}: SHA-256 {digest[:8]}... does not match the {match.group(1)} in its name "
+            "(corrupt or incomplete download?)"
+        )
     return f"sha256 prefix {match.group(1)} verified"
 
 
@@ -98,8 +100,10 @@ def _load_torch(path: Path, fmt: str):
     except Exception as exc:  # torch raises many types for hostile or broken files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "Unsupported operand" in str(exc):
-            raise InputError(f"{path}: refused to unpickle it: it holds Python objects, not only tensors "
-                             f"(save model.state_dict() instead). torch said: {first}") from exc
+            raise InputError(
+                f"{path}: refused to unpickle it: it holds Python objects, not only tensors "
+                f"(save model.state_dict() instead). torch said: {first}"
+            ) from exc
         raise InputError(f"{path}: cannot read it as a torch checkpoint (truncated or corrupt?): {first}") from exc
 
 
@@ -134,8 +138,10 @@ def _unwrap(obj, notes: list[str]) -> Mapping:
         for key in WRAPPER_KEYS:
             if key in obj and _is_tensor_dict(obj[key]):
                 others = [k for k in obj if k != key]
-                notes.append(f"took the state dict from {key!r}" + (f" (ignored {', '.join(map(str, others))})"
-                                                                   if others else ""))
+                notes.append(
+                    f"took the state dict from {key!r}"
+                    + (f" (ignored {', '.join(map(str, others))})" if others else "")
+                )
                 return obj[key]
         found = ", ".join(map(str, list(obj)[:8])) or "nothing"
         raise InputError(f"no state dict found in the checkpoint (top-level keys: {found})")
@@ -146,7 +152,7 @@ def _strip_prefixes(state: Mapping, notes: list[str]) -> dict:
     state = dict(state)
     for prefix in PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
+            state = {key[len(prefix) :]: value for key, value in state.items()}
             notes.append(f"stripped the {prefix!r} prefix")
     return state
 

@@ -9,13 +9,12 @@ back as 0 by `to_torch`, which torchvision loads strictly.
 from __future__ import annotations
 
 from collections.abc import Iterator
-
 from dataclasses import dataclass
 
 import numpy as np
 
-from .layers import Layer, expand, keras_name
-from .spec import Arch
+from vrconvert.converter.arch.layers import Layer, expand, keras_name
+from vrconvert.converter.arch.spec import Arch
 
 TORCH_ONLY_SUFFIX = "num_batches_tracked"
 
@@ -32,8 +31,12 @@ class Rule:
 RULES: dict[str, tuple[Rule, ...]] = {
     # torch Conv3d weight (O, I, T, H, W) -> Keras Conv3D kernel (T, H, W, I, O)
     "conv": (Rule("weight", "kernel", (2, 3, 4, 1, 0)), Rule("bias", "bias")),
-    "bn": (Rule("weight", "gamma"), Rule("bias", "beta"), Rule("running_mean", "moving_mean"),
-           Rule("running_var", "moving_variance")),
+    "bn": (
+        Rule("weight", "gamma"),
+        Rule("bias", "beta"),
+        Rule("running_mean", "moving_mean"),
+        Rule("running_var", "moving_variance"),
+    ),
     # torch Linear weight (out, in) -> Keras Dense kernel (in, out)
     "dense": (Rule("weight", "kernel", (1, 0)), Rule("bias", "bias")),
 }
@@ -94,9 +97,16 @@ def _walk(arch: Arch):
 
 def entries(arch: Arch) -> tuple[Entry, ...]:
     """Every mapped tensor of `arch`, in torchvision's state_dict order."""
-    return tuple(Entry(f"{layer.name}.{rule.torch_suffix}", f"{keras_name(layer.name)}/{rule.keras_var}",
-                       _torch_shape(layer, rule.torch_suffix), rule.permutation)
-                 for layer, rule in _walk(arch) if rule is not None)
+    return tuple(
+        Entry(
+            f"{layer.name}.{rule.torch_suffix}",
+            f"{keras_name(layer.name)}/{rule.keras_var}",
+            _torch_shape(layer, rule.torch_suffix),
+            rule.permutation,
+        )
+        for layer, rule in _walk(arch)
+        if rule is not None
+    )
 
 
 def torch_only_keys(arch: Arch) -> tuple[str, ...]:
@@ -106,8 +116,12 @@ def torch_only_keys(arch: Arch) -> tuple[str, ...]:
 
 def torch_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
     """torchvision's state_dict layout for `arch`: keys in order, shapes, buffers included."""
-    return {f"{layer.name}.{rule.torch_suffix if rule else TORCH_ONLY_SUFFIX}":
-            _torch_shape(layer, rule.torch_suffix) if rule else () for layer, rule in _walk(arch)}
+    return {
+        f"{layer.name}.{rule.torch_suffix if rule else TORCH_ONLY_SUFFIX}": _torch_shape(layer, rule.torch_suffix)
+        if rule
+        else ()
+        for layer, rule in _walk(arch)
+    }
 
 
 def iter_keras(arch: Arch, state: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
@@ -129,15 +143,25 @@ def complete(arch: Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def to_torch(arch: Arch, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Keras variable path -> array  ->  a torchvision state dict (numpy), buffers included, in order."""
-    return complete(arch, {e.torch_key: np.require(e.to_torch(variables[e.keras_path]), requirements="C")
-                           for e in entries(arch)})
+    return complete(
+        arch, {e.torch_key: np.require(e.to_torch(variables[e.keras_path]), requirements="C") for e in entries(arch)}
+    )
 
 
 def table(arch: Arch) -> list[dict]:
     """The mapping as rows a person can read (for `vrconvert mapping`)."""
-    rows = [{"torch": e.torch_key, "torch_shape": list(e.torch_shape), "keras": e.keras_path,
-             "keras_shape": list(e.keras_shape), "permutation": list(e.permutation) if e.permutation else None}
-            for e in entries(arch)]
-    rows += [{"torch": key, "torch_shape": [], "keras": None, "keras_shape": None, "permutation": None}
-             for key in torch_only_keys(arch)]
+    rows = [
+        {
+            "torch": e.torch_key,
+            "torch_shape": list(e.torch_shape),
+            "keras": e.keras_path,
+            "keras_shape": list(e.keras_shape),
+            "permutation": list(e.permutation) if e.permutation else None,
+        }
+        for e in entries(arch)
+    ]
+    rows += [
+        {"torch": key, "torch_shape": [], "keras": None, "keras_shape": None, "permutation": None}
+        for key in torch_only_keys(arch)
+    ]
     return rows

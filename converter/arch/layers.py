@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .spec import CONV_KINDS, Arch, ConvKind, Triple, midplanes_formula
+from vrconvert.converter.arch.spec import CONV_KINDS, Arch, ConvKind, Triple, midplanes_formula
 
 # conv, bn, dense: weighted modules; act: an activation module (`activation` says which); pool: a local
 # average pool (the ResNet-D shortcut); gap: a global average pool keeping dims (squeeze-excitation);
@@ -79,11 +79,31 @@ class _Graph:
         self.layers.append(Layer(name, op, inputs, **attrs))
         return name
 
-    def conv(self, name: str, x: str, cin: int, cout: int, kernel: Triple, stride: Triple, *, bias: bool = False,
-             mid: bool = False) -> str:
+    def conv(
+        self,
+        name: str,
+        x: str,
+        cin: int,
+        cout: int,
+        kernel: Triple,
+        stride: Triple,
+        *,
+        bias: bool = False,
+        mid: bool = False,
+    ) -> str:
         padding = tuple(k // 2 for k in kernel)
-        return self.add(name, "conv", (x,), channels_in=cin, channels_out=cout, kernel=kernel, stride=stride,
-                        padding=padding, bias=bias, mid=mid)
+        return self.add(
+            name,
+            "conv",
+            (x,),
+            channels_in=cin,
+            channels_out=cout,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            bias=bias,
+            mid=mid,
+        )
 
     def bn(self, name: str, x: str) -> str:
         channels = self.channels(x)
@@ -133,9 +153,8 @@ class _Graph:
             x = self.conv(f"{prefix}.0", x, cin, cout, (1, 1, 1), step)
             return self.bn(f"{prefix}.1", x)
         if stride != 1:  # a 3-wide, zero-padded window per strided axis: the conv branch's output size
-            kernel = tuple(3 if st > 1 else 1 for st in step)   # for every input size, even 1
-            x = self.add(f"{prefix}.0", "pool", (x,), kernel=kernel, stride=step,
-                         padding=tuple(k // 2 for k in kernel))
+            kernel = tuple(3 if st > 1 else 1 for st in step)  # for every input size, even 1
+            x = self.add(f"{prefix}.0", "pool", (x,), kernel=kernel, stride=step, padding=tuple(k // 2 for k in kernel))
         x = self.conv(f"{prefix}.1", x, cin, cout, (1, 1, 1), (1, 1, 1))
         return self.bn(f"{prefix}.2", x)
 

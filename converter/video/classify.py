@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import keras_io, spec, video
-from .checkpoint import TORCH_SUFFIXES
-from .errors import InputError
+from vrconvert.converter import video
+from vrconvert.converter.arch import spec
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import keras_io
+from vrconvert.converter.formats.checkpoint import TORCH_SUFFIXES
 
 
 @dataclass
@@ -59,7 +61,7 @@ def _runner(model_path: Path, arch: str | None, num_classes: int | None):
     if model_path.name.lower().endswith(TORCH_SUFFIXES):
         import torch
 
-        from .convert import load_state, torch_model_from_state
+        from vrconvert.converter.conversion.convert import load_state, torch_model_from_state
 
         ckpt, variant = load_state(model_path, arch)
         model = torch_model_from_state(variant, ckpt.state)
@@ -69,12 +71,22 @@ def _runner(model_path: Path, arch: str | None, num_classes: int | None):
                 return model(torch.from_numpy(clip)).numpy()
 
         return variant, "torch", "NCTHW", run
-    raise InputError(f"{model_path}: expected a Keras file (.keras, .h5, .weights.h5) or a torch checkpoint "
-                     f"({', '.join(TORCH_SUFFIXES)})")
+    raise InputError(
+        f"{model_path}: expected a Keras file (.keras, .h5, .weights.h5) or a torch checkpoint "
+        f"({', '.join(TORCH_SUFFIXES)})"
+    )
 
 
-def classify(video_path: str | Path, model_path: str | Path, *, top: int = 5, clips: int = 1,
-             frames: int | None = None, arch: str | None = None, num_classes: int | None = None) -> Prediction:
+def classify(
+    video_path: str | Path,
+    model_path: str | Path,
+    *,
+    top: int = 5,
+    clips: int = 1,
+    frames: int | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+) -> Prediction:
     """The `top` classes of a video, probabilities averaged over `clips` evenly spaced clips."""
     start = time.perf_counter()
     video_path, model_path = Path(video_path), Path(model_path)
@@ -86,11 +98,22 @@ def classify(video_path: str | Path, model_path: str | Path, *, top: int = 5, cl
     frames = frames or spec.Preprocessing().frames
     batch = video.load_clips(video_path, frames=frames, clips=clips, layout="NCTHW")
     variant, framework, layout, run = _runner(model_path, arch, num_classes)
-    probabilities = np.mean([softmax(run(c.array if layout == "NCTHW" else c.array.transpose(0, 2, 3, 4, 1)))[0]
-                             for c in batch], axis=0)
+    probabilities = np.mean(
+        [softmax(run(c.array if layout == "NCTHW" else c.array.transpose(0, 2, 3, 4, 1)))[0] for c in batch], axis=0
+    )
     names = spec.category_names(variant)
     order = np.argsort(-probabilities, kind="stable")[:top]
-    labels = [Label(rank + 1, int(i), names[i] if names else f"class {i}", float(probabilities[i]))
-              for rank, i in enumerate(order)]
-    return Prediction(str(video_path), str(model_path), framework, variant.name, variant.num_classes,
-                      [c.name for c in batch], labels, time.perf_counter() - start)
+    labels = [
+        Label(rank + 1, int(i), names[i] if names else f"class {i}", float(probabilities[i]))
+        for rank, i in enumerate(order)
+    ]
+    return Prediction(
+        str(video_path),
+        str(model_path),
+        framework,
+        variant.name,
+        variant.num_classes,
+        [c.name for c in batch],
+        labels,
+        time.perf_counter() - start,
+    )

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InputError
+from vrconvert.converter.errors import InputError
 
 Device = Literal["cpu", "cuda"]
 KERAS_BACKENDS = ("tensorflow", "jax", "torch")

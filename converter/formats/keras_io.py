@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accounting, mapping, spec
-from .errors import InputError
-from .layers import expand, torch_path
-from .output import matching_suffix
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.arch.layers import expand, torch_path
+from vrconvert.converter.conversion import accounting
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats.output import matching_suffix
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
 
@@ -85,8 +86,9 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
         try:
             model.load_weights(str(path))
         except Exception as exc:
-            raise InputError(f"{path}: does not fit {variant.name} with {variant.num_classes} classes: "
-                             f"{str(exc).splitlines()[0]}") from exc
+            raise InputError(
+                f"{path}: does not fit {variant.name} with {variant.num_classes} classes: {str(exc).splitlines()[0]}"
+            ) from exc
         return variant, model
     import keras
 
@@ -131,8 +133,9 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     try:
         with h5py.File(path, "r") as f:
             arrays: dict[str, tuple[int, ...]] = {}
-            f.visititems(lambda name, obj: arrays.__setitem__(name, tuple(obj.shape))
-                         if isinstance(obj, h5py.Dataset) else None)
+            f.visititems(
+                lambda name, obj: arrays.__setitem__(name, tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None
+            )
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file: {exc}") from exc
     shapes = sorted(arrays.values())
@@ -143,7 +146,7 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
         variant = spec.get(name).with_classes(classes or 400)
         convs = [layer for layer in expand(variant) if layer.op == "conv"]
         if len(kernels) == len(convs):  # name the n-th kernel after the n-th conv, in torch's layout
-            named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs)}
+            named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs, strict=True)}
             variant = accounting.with_checkpoint_midplanes(variant, named) or variant
         if shapes == sorted(e.keras_shape for e in mapping.entries(variant)):
             fits.append(variant)
@@ -152,12 +155,16 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     if arch:
         raise InputError(f"{path}: its {len(shapes)} arrays do not fit {arch} with {classes} classes")
     names = ", ".join(v.name for v in fits)
-    raise InputError(f"{path}: cannot tell the architecture from its {len(shapes)} arrays"
-                     + (f" (fits {names})" if fits else "") + "; pass --arch")
+    raise InputError(
+        f"{path}: cannot tell the architecture from its {len(shapes)} arrays"
+        + (f" (fits {names})" if fits else "")
+        + "; pass --arch"
+    )
 
 
 def _conv_kernels_in_order(arrays: dict[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
     """The Conv3D kernels of a `.weights.h5`, in the order the layers were created."""
+
     def index(name: str) -> int:
         layer = name.split("/")[1]
         return int(layer.rsplit("_", 1)[1]) if "_" in layer.removeprefix("conv3d") else 0

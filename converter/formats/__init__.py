@@ -1,0 +1,2 @@
+"""Reading and writing files: torch checkpoints (zip, legacy, safetensors), Keras files, downloads and
+atomic, no-clobber outputs. Every byte read here is untrusted."""
