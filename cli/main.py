@@ -22,7 +22,19 @@ def cli() -> None:
     `vrconvert list`) between PyTorch and Keras 3, and check that both compute the same logits."""
 
 
-for command in (torch2keras, keras2torch, validate, predict, inspect, mapping_cmd, list_cmd, build_cmd, demo):
+# One command a line, in `--help` order.
+COMMANDS = (
+    torch2keras,
+    keras2torch,
+    validate,
+    predict,
+    inspect,
+    mapping_cmd,
+    list_cmd,
+    build_cmd,
+    demo,
+)
+for command in COMMANDS:
     cli.add_command(command)
 
 
