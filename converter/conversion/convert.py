@@ -23,6 +23,7 @@ from vrconvert.converter import parity
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import count_params, expand
 from vrconvert.converter.conversion import accounting
+from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.formats import checkpoint, keras_io
 from vrconvert.converter.formats.output import atomic_path, check_target
@@ -61,13 +62,6 @@ class Result:
         return out
 
 
-def load_state(src: str | Path, arch: str | None = None) -> tuple[checkpoint.Checkpoint, spec.Arch]:
-    """A checkpoint read, normalised and strictly accounted for against its (detected) architecture."""
-    ckpt = checkpoint.read_checkpoint(src)
-    variant = accounting.detect(accounting.shapes_of(ckpt.state), arch)
-    return ckpt, variant
-
-
 def state_dict_to_keras(state: dict, arch: str | None = None):
     """In memory: a torchvision-style state dict (torch tensors or numpy) -> a Keras model."""
     arrays = {
@@ -84,19 +78,6 @@ def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]
         keras_io.torch_shapes_of(keras_io.shapes_of_model(model)), arch, keras_io.activation_of(model)
     )
     return mapping.to_torch(variant, keras_io.variables_of(model))
-
-
-def torch_model_from_state(variant: spec.Arch, state: dict[str, np.ndarray]):
-    import torch
-
-    from vrconvert import models_torch
-
-    model = models_torch.build(variant, num_classes=variant.num_classes).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # read-only (memory-mapped) arrays: load_state_dict copies them
-        tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in mapping.complete(variant, state).items()}
-    model.load_state_dict(tensors, strict=True)
-    return model
 
 
 def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112)) -> dict[str, np.ndarray]:

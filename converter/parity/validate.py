@@ -24,6 +24,7 @@ import numpy as np
 from vrconvert.converter import parity
 from vrconvert.converter.arch import spec
 from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.parity.runtime import Runtime
 
@@ -216,11 +217,10 @@ def validate_files(
     progress=None,
 ) -> Report:
     """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
-    from vrconvert.converter.conversion import convert
     from vrconvert.converter.formats import keras_io
 
     start = time.perf_counter()
-    ckpt, variant = convert.load_state(torch_file)
+    ckpt, variant = load_state(torch_file)
     with runtime.keras_scope():
         keras_variant, keras_model = keras_io.load_keras_model(Path(keras_file))
     if (variant.name, variant.num_classes) != (keras_variant.name, keras_variant.num_classes):
@@ -229,7 +229,7 @@ def validate_files(
             f"{variant.num_classes} classes, {keras_file} is {keras_variant.name} with "
             f"{keras_variant.num_classes} classes"
         )
-    torch_model = convert.torch_model_from_state(variant, ckpt.state)
+    torch_model = torch_model_from_state(variant, ckpt.state)
     loaded = time.perf_counter() - start
     report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress)
     report.torch_file, report.keras_file = str(torch_file), str(keras_file)
