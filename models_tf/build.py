@@ -15,11 +15,6 @@ import keras
 from vrconvert.converter.arch import spec
 from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
 
-# torch BatchNorm3d defaults: eps 1e-5, momentum 0.1 (Keras' momentum is 1 - torch's).
-BN_EPSILON = 1e-5
-BN_MOMENTUM = 0.9
-
-
 MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
 
 
@@ -27,26 +22,31 @@ def _apply(layer: Layer, x, classifier_activation):
     name = keras_name(layer.name)
     if layer.op in ("conv", "pool") and any(layer.padding):
         x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
+    # "same" is Keras' own (TensorFlow's rule; its average pool excludes padded cells); "torch" was padded above
+    padding = "same" if layer.padding_mode == "same" else "valid"
     if layer.op == "conv":
         return keras.layers.Conv3D(
-            layer.channels_out, layer.kernel, strides=layer.stride, padding="valid", use_bias=layer.bias, name=name
+            layer.channels_out, layer.kernel, strides=layer.stride, padding=padding, use_bias=layer.bias, name=name
         )(x)
-    if layer.op == "bn":
-        return keras.layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    if layer.op == "bn":  # Keras' momentum is 1 - torch's
+        return keras.layers.BatchNormalization(axis=-1, epsilon=layer.epsilon, momentum=1 - layer.momentum, name=name)(
+            x
+        )
+    if layer.op == "maxpool":
+        return keras.layers.MaxPooling3D(layer.kernel, layer.stride, padding=padding, name=name)(x)
     if layer.op == "act":
         if layer.activation == "relu":
             return keras.layers.ReLU(name=name)(x)
         return keras.layers.Activation(layer.activation, name=name)(x)  # mish, hard_swish, sigmoid
-    if layer.op == "pool":  # after explicit zero padding, as torch's count_include_pad pool
-        return keras.layers.AveragePooling3D(layer.kernel, layer.stride, padding="valid", name=name)(x)
+    if layer.op == "pool":  # "torch": after explicit zero padding, as torch's count_include_pad pool
+        return keras.layers.AveragePooling3D(layer.kernel, layer.stride, padding=padding, name=name)(x)
     if layer.op == "gap":
         return keras.layers.GlobalAveragePooling3D(keepdims=True, name=name)(x)
     if layer.op == "avgpool":
         return keras.layers.GlobalAveragePooling3D(name=name)(x)
-    if layer.op == "dense":
-        return keras.layers.Dense(layer.channels_out, use_bias=layer.bias, activation=classifier_activation, name=name)(
-            x
-        )
+    if layer.op == "dense":  # on the last axis: the head's, or squeeze-excitation's pooled channels
+        activation = classifier_activation if layer.name == "fc" else None
+        return keras.layers.Dense(layer.channels_out, use_bias=layer.bias, activation=activation, name=name)(x)
     raise ValueError(f"no Keras layer for op {layer.op!r} ({layer.name})")
 
 
@@ -60,6 +60,7 @@ def build(
     classifier_activation: str | None = None,
     input_shape: tuple[int | None, int | None, int | None, int] | None = None,
     name: str | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
     """An untrained Keras model of `arch`, in the style of `keras.applications`.
 
@@ -67,6 +68,8 @@ def build(
     `keras.applications`, `classifier_activation` defaults to None: torchvision's models return
     logits, and parity is checked on logits. `input_shape` is (T, H, W, 3); T, H and W may be None.
     With `include_top=False`, `pooling` picks the output: None (the layer4 feature map), "avg" or "max".
+    `include_preprocessing=True`: the model takes uint8 frames (N, T, H, W, 3) of any H x W and applies
+    torchvision's eval transform itself (`models_tf.preprocessing`); `input_shape`'s T fixes the frame count.
     """
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
@@ -80,6 +83,11 @@ def build(
 
     inputs = keras.Input(shape=shape, name=INPUT)
     values = {INPUT: inputs}
+    if include_preprocessing:  # raw frames in: the transform's output is the network's input
+        from vrconvert.models_tf import preprocessing
+
+        inputs = preprocessing.frames_input(shape[0])
+        values = {INPUT: preprocessing.kinetics(inputs, variant.preprocessing)}
     for layer in expand(variant):
         if not include_top and layer.op in ("avgpool", "dense"):
             break

@@ -10,23 +10,67 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vrconvert.converter.arch import spec
 from vrconvert.converter.arch.layers import INPUT, Layer, expand
 
-ACTIVATIONS = {"relu": nn.ReLU, "mish": nn.Mish, "hard_swish": nn.Hardswish, "sigmoid": nn.Sigmoid}
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "mish": nn.Mish,
+    "hard_swish": nn.Hardswish,
+    "sigmoid": nn.Sigmoid,
+    "softmax": lambda: nn.Softmax(dim=1),
+}
+
+
+def same_padding(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    """TensorFlow's padding="same" for an NCTHW input, as `F.pad` spells it (W first): per axis a total
+    of max((ceil(n/s) - 1) * s + k - n, 0), the smaller half before. It depends on the input size."""
+    pads: list[int] = []
+    for n, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride), strict=True):
+        total = max((-(-n // s) - 1) * s + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
+
+
+class SameConv3d(nn.Conv3d):
+    """A Conv3d padded as TensorFlow's "same" at run time (the extra cell goes after)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, same_padding(x, self.kernel_size, self.stride)))
+
+
+class SamePool3d(nn.Module):
+    """Keras' max and average pooling with padding="same": the max ignores padded cells, and the
+    average divides by the number of real cells in each window (not the window size)."""
+
+    def __init__(self, kind: str, kernel: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        super().__init__()
+        self.kind, self.kernel, self.stride = kind, tuple(kernel), tuple(stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = same_padding(x, self.kernel, self.stride)
+        if self.kind == "max":
+            return F.max_pool3d(F.pad(x, pads, value=-torch.inf), self.kernel, self.stride)
+        total = F.avg_pool3d(F.pad(x, pads), self.kernel, self.stride)
+        real = F.avg_pool3d(F.pad(torch.ones_like(x[:1, :1]), pads), self.kernel, self.stride)
+        return total / real
 
 
 def _module(layer: Layer) -> nn.Module | None:
     if layer.op == "conv":
-        return nn.Conv3d(
-            layer.channels_in, layer.channels_out, layer.kernel, layer.stride, layer.padding, bias=layer.bias
-        )
+        conv = SameConv3d if layer.padding_mode == "same" else nn.Conv3d
+        return conv(layer.channels_in, layer.channels_out, layer.kernel, layer.stride, layer.padding, bias=layer.bias)
     if layer.op == "bn":
-        return nn.BatchNorm3d(layer.channels_out, eps=1e-5, momentum=0.1)
+        return nn.BatchNorm3d(layer.channels_out, eps=layer.epsilon, momentum=layer.momentum)
     if layer.op == "act":
         return ACTIVATIONS[layer.activation]()
+    if layer.op in ("pool", "maxpool") and layer.padding_mode == "same":
+        return SamePool3d("max" if layer.op == "maxpool" else "avg", layer.kernel, layer.stride)
+    if layer.op == "maxpool":  # "valid": floor, no padding
+        return nn.MaxPool3d(layer.kernel, layer.stride)
     if layer.op == "pool":  # the ResNet-D shortcut's pool over explicit zeros (AvgPool3d's own padding
         t, h, w = layer.padding  # refuses inputs smaller than the window, a single frame included)
         return nn.Sequential(nn.ConstantPad3d((w, w, h, h, t, t), 0.0), nn.AvgPool3d(layer.kernel, layer.stride))
@@ -78,6 +122,8 @@ class VideoResNet(nn.Module):
                 out = args[0] * args[1]
             elif layer.op == "avgpool":
                 out = torch.flatten(module(args[0]), 1)
+            elif layer.op == "dense" and args[0].ndim == 5:  # squeeze-excitation's Dense on pooled channels
+                out = module(torch.flatten(args[0], 1))[:, :, None, None, None]
             else:
                 out = module(args[0])
             values[layer.name] = out
@@ -99,8 +145,13 @@ def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:
     return [tuple(names) for names in frees]
 
 
-def build(arch: str | spec.Arch, num_classes: int = 400) -> VideoResNet:
-    """An untrained (torch-default-initialised) model of `arch` with a `num_classes`-way head."""
+def build(arch: str | spec.Arch, num_classes: int = 400, *, include_preprocessing: bool = False) -> VideoResNet:
+    """An untrained (torch-default-initialised) model of `arch` with a `num_classes`-way head; with
+    `include_preprocessing`, fed uint8 frames (N, T, H, W, 3) (`models_torch.preprocessing`)."""
     variant = spec.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes)
+    if include_preprocessing:
+        from vrconvert.models_torch.preprocessing import PreprocessedVideoResNet
+
+        return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))

@@ -14,12 +14,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from vrconvert.converter.arch.spec import CONV_KINDS, Arch, ConvKind, Triple, midplanes_formula
+from vrconvert.converter.arch.spec import CONV_KINDS, Arch, ConvKind, Padding, Pool, Triple, midplanes_formula
 
 # conv, bn, dense: weighted modules; act: an activation module (`activation` says which); pool: a local
-# average pool (the ResNet-D shortcut); gap: a global average pool keeping dims (squeeze-excitation);
-# avgpool: the head's global pool (flattened); add, mul: functional steps with no module.
-Op = Literal["conv", "bn", "act", "pool", "gap", "add", "mul", "avgpool", "dense"]
+# average pool (the ResNet-D shortcut; with "same" padding its average excludes the padded cells);
+# maxpool: a local max pool; gap: a global average pool keeping dims (squeeze-excitation); avgpool: the
+# head's global pool (flattened); add, mul: functional steps with no module. A dense record reading a
+# 5-D value (squeeze-excitation's) acts on the channel axis.
+Op = Literal["conv", "bn", "act", "pool", "maxpool", "gap", "add", "mul", "avgpool", "dense"]
+ONE: Triple = (1, 1, 1)
 INPUT = "input"
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 _COMPONENT = re.compile(r"[A-Za-z0-9]+")
@@ -38,8 +41,11 @@ class Layer:
     stride: Triple = (1, 1, 1)
     padding: Triple = (0, 0, 0)
     bias: bool = False
-    activation: str = ""  # for op "act": relu, mish, hard_swish or sigmoid
+    activation: str = ""  # for op "act": relu, mish, hard_swish, sigmoid or softmax
     mid: bool = False  # the spatial conv of a factorised (2+1)D pair: its width is a "midplanes"
+    padding_mode: Padding = "torch"  # conv and pools: "torch" = `padding` both sides; "same" = TF's rule
+    epsilon: float = 1e-5  # bn
+    momentum: float = 0.1  # bn, torch's convention (Keras' is 1 - this)
 
     @property
     def has_weights(self) -> bool:
@@ -56,6 +62,11 @@ class Layer:
             return self.channels_in * self.channels_out + self.bias * self.channels_out
         return 0
 
+    @property
+    def num_stats(self) -> int:
+        """Non-trainable values: a BatchNorm's running mean and variance."""
+        return 2 * self.channels_out if self.op == "bn" else 0
+
 
 def keras_name(torch_path: str) -> str:
     """The Keras spelling of a module path: dots become underscores (Keras' torch backend refuses dots)."""
@@ -70,8 +81,10 @@ def torch_path(keras_layer_name: str) -> str:
 class _Graph:
     """Accumulates records; each helper returns the name of the record it added."""
 
-    def __init__(self) -> None:
+    def __init__(self, arch: Arch | None = None) -> None:
         self.layers: list[Layer] = []
+        self.padding: Padding = arch.padding if arch else "torch"
+        self.batchnorm = arch.batchnorm if arch else (1e-5, 0.1)
 
     def add(self, name: str, op: Op, inputs: tuple[str, ...], **attrs) -> str:
         if not all(_COMPONENT.fullmatch(part) for part in name.split(".")):
@@ -91,7 +104,7 @@ class _Graph:
         bias: bool = False,
         mid: bool = False,
     ) -> str:
-        padding = tuple(k // 2 for k in kernel)
+        padding = tuple(k // 2 for k in kernel) if self.padding == "torch" else (0, 0, 0)
         return self.add(
             name,
             "conv",
@@ -103,11 +116,49 @@ class _Graph:
             padding=padding,
             bias=bias,
             mid=mid,
+            padding_mode=self.padding,
         )
 
     def bn(self, name: str, x: str) -> str:
         channels = self.channels(x)
-        return self.add(name, "bn", (x,), channels_in=channels, channels_out=channels)
+        eps, momentum = self.batchnorm
+        return self.add(name, "bn", (x,), channels_in=channels, channels_out=channels, epsilon=eps, momentum=momentum)
+
+    def pool(self, name: str, x: str, pool: Pool, stride: Triple | None = None) -> str:
+        """A stem's or a shortcut's local pool; `stride` overrides the pool's (a block's stride)."""
+        op = "maxpool" if pool.kind == "max" else "pool"
+        return self.add(name, op, (x,), kernel=pool.kernel, stride=stride or pool.stride, padding_mode=pool.padding)
+
+    def unit(self, name: str, x: str, kind: ConvKind, cin: int, cout: int, kernel: Triple, stride: Triple, act) -> str:
+        """A unit kind's `K(cout, kernel, stride, act)`: its convs, BatchNorms and activations, summing
+        parallel parts; `act` (an activation name or None) reaches only the last part, as in the originals."""
+        if kind.mid_formula:  # ResNet18-2Plus1DD: nothing between the two convs, then BN -> [act]
+            t, h, w = kernel
+            mid = math.ceil(t * h * w * cin * cout / (h * w * cin + t * cout))
+            x = self.conv(f"{name}.spatial", x, cin, mid, (1, h, w), (1, stride[1], stride[2]))
+            x = self.conv(f"{name}.temporal", x, mid, cout, (t, 1, 1), (stride[0], 1, 1))
+            x = self.bn(f"{name}.bn", x)
+            return self.act(f"{name}.relu", x, act) if act else x
+        outs: dict[str, str] = {}
+        last = kind.parts[-1][0]
+        for part, keep, reads in kind.parts:
+            sub = tuple(k if kept else 1 for k, kept in zip(kernel, keep, strict=True))
+            y = self.conv(
+                f"{name}.{part}.conv",
+                x if reads is None else outs[reads],
+                cin if reads is None else cout,
+                cout,
+                sub,
+                stride,
+            )
+            y = self.bn(f"{name}.{part}.bn", y)
+            if part != last or act:
+                y = self.act(f"{name}.{part}.relu", y, act if part == last else "relu")
+            outs[part] = y
+        leaves = [part for part, _, _ in kind.parts if all(reads != part for _, _, reads in kind.parts)]
+        if len(leaves) == 1:
+            return outs[leaves[0]]
+        return self.add(f"{name}.add", "add", tuple(outs[part] for part in leaves))
 
     def act(self, name: str, x: str, activation: str) -> str:
         return self.add(name, "act", (x,), activation=activation)
@@ -131,10 +182,16 @@ class _Graph:
             return self.conv(name, x, cin, cout, (3, 3, 3), (stride,) * 3)
         return self.conv(name, x, cin, cout, (1, 3, 3), (1, stride, stride))
 
-    def squeeze_excite(self, prefix: str, x: str, channels: int, ratio: int) -> str:
-        """Squeeze-and-excitation: global pool, 1x1x1 conv down, ReLU, 1x1x1 conv up, sigmoid, scale."""
+    def squeeze_excite(self, prefix: str, x: str, channels: int, ratio: int, dense: bool = False) -> str:
+        """Squeeze-and-excitation: global pool, 1x1x1 conv (or Dense) down, ReLU, up, sigmoid, scale."""
         squeezed = max(1, channels // ratio)
         gate = self.add(f"{prefix}.pool", "gap", (x,))
+        if dense:  # 3D-ResNet-Builder's form: Dense layers (with biases) on the pooled channels
+            gate = self.add(f"{prefix}.fc1", "dense", (gate,), channels_in=channels, channels_out=squeezed, bias=True)
+            gate = self.act(f"{prefix}.act", gate, "relu")
+            gate = self.add(f"{prefix}.fc2", "dense", (gate,), channels_in=squeezed, channels_out=channels, bias=True)
+            gate = self.act(f"{prefix}.gate", gate, "sigmoid")
+            return self.add(f"{prefix}.scale", "mul", (x, gate))
         gate = self.conv(f"{prefix}.fc1", gate, channels, squeezed, (1, 1, 1), (1, 1, 1), bias=True)
         gate = self.act(f"{prefix}.act", gate, "relu")
         gate = self.conv(f"{prefix}.fc2", gate, squeezed, channels, (1, 1, 1), (1, 1, 1), bias=True)
@@ -164,14 +221,19 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
     """The ordered layer records of `arch`, named and ordered as torchvision's modules.
 
     Cached: records and specs are immutable, and mapping, accounting and builders all walk them."""
-    g = _Graph()
+    g = _Graph(arch)
     act = arch.activation
     x, channels = INPUT, 3
     for i, stem in enumerate(arch.stem):
-        x = g.conv(f"stem.{3 * i}", x, channels, stem.channels, stem.kernel, stem.stride)
-        x = g.bn(f"stem.{3 * i + 1}", x)
-        x = g.act(f"stem.{3 * i + 2}", x, act)
+        if stem.conv is not None:  # a unit kind's K(channels, kernel, stride, act)
+            x = g.unit(f"stem.{i}", x, CONV_KINDS[stem.conv], channels, stem.channels, stem.kernel, stem.stride, act)
+        else:
+            x = g.conv(f"stem.{3 * i}", x, channels, stem.channels, stem.kernel, stem.stride)
+            x = g.bn(f"stem.{3 * i + 1}", x)
+            x = g.act(f"stem.{3 * i + 2}", x, act)
         channels = stem.channels
+    if arch.stem_pool is not None:
+        x = g.pool("stem.pool", x, arch.stem_pool)
 
     widths = iter(arch.midplanes) if arch.midplanes is not None else None
 
@@ -189,6 +251,11 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
         kind = CONV_KINDS[stage.conv]
         planes, out_planes = stage.planes, stage.planes * arch.expansion
         for b in range(stage.blocks):
+            if kind.unit:
+                triple = stage.stride if isinstance(stage.stride, tuple) else (stage.stride,) * 3
+                x = _unit_block(g, arch, f"layer{s}.{b}", x, kind, channels, planes, triple if b == 0 else ONE)
+                channels = out_planes
+                continue
             stride = stage.stride if b == 0 else 1
             formula = midplanes_formula(channels, planes)  # once per block, as torchvision does
             p, block_in = f"layer{s}.{b}", x
@@ -217,8 +284,38 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
         raise ValueError(f"{arch.name}: more midplanes ({len(arch.midplanes)}) than factorised convs")
 
     x = g.add("avgpool", "avgpool", (x,))
-    g.add("fc", "dense", (x,), channels_in=channels, channels_out=arch.num_classes, bias=True)
+    x = g.add("fc", "dense", (x,), channels_in=channels, channels_out=arch.num_classes, bias=True)
+    if arch.head_activation:
+        g.act("head", x, arch.head_activation)
     return tuple(g.layers)
+
+
+def _unit_block(g: _Graph, arch: Arch, p: str, x: str, kind: ConvKind, cin: int, planes: int, stride: Triple) -> str:
+    """A residual block of unit kinds (the public Keras projects' blocks), in their weight order:
+    the residual branch, the projection shortcut, then squeeze-and-excitation on the branch."""
+    act, out_planes = arch.activation, planes * arch.expansion
+    if arch.block == "basic":
+        first, second = (ONE, stride) if arch.stride_on == "second" else (stride, ONE)
+        y = g.unit(f"{p}.conv1", x, kind, cin, planes, (3, 3, 3), first, act)
+        y = g.unit(f"{p}.conv2", y, kind, planes, planes, (3, 3, 3), second, None)
+    else:  # the 1x1x1 convs are always the full-3D unit; only the middle conv is of the stage's kind
+        entry, middle = (stride, ONE) if arch.stride_on == "entry" else (ONE, stride)
+        point = CONV_KINDS["b3d"]
+        y = g.unit(f"{p}.conv1", x, point, cin, planes, ONE, entry, act)
+        y = g.unit(f"{p}.conv2", y, kind, planes, planes, (3, 3, 3), middle, act)
+        y = g.unit(f"{p}.conv3", y, point, planes, out_planes, ONE, ONE, None)
+    shortcut = x
+    if stride != ONE or cin != out_planes:
+        step = stride
+        if arch.shortcut_pool is not None:  # pool first (it strides), then the 1x1x1 unit
+            shortcut, step = g.pool(f"{p}.shortcut.pool", x, arch.shortcut_pool, stride), ONE
+        shortcut = g.unit(
+            f"{p}.shortcut", shortcut, kind, cin, out_planes, ONE, step, act if arch.shortcut_act else None
+        )
+    if arch.se_ratio:
+        y = g.squeeze_excite(f"{p}.se", y, out_planes, arch.se_ratio, dense=arch.se_dense)
+    x = g.add(f"{p}.add", "add", (y, shortcut))
+    return g.act(f"{p}.relu", x, act)
 
 
 def midplane_convs(arch: Arch) -> tuple[Layer, ...]:
@@ -229,6 +326,11 @@ def midplane_convs(arch: Arch) -> tuple[Layer, ...]:
 def count_params(layers: tuple[Layer, ...]) -> int:
     """Trainable parameters of the expanded network, computed from the records alone."""
     return sum(layer.num_params for layer in layers)
+
+
+def count_stats(layers: tuple[Layer, ...]) -> int:
+    """Non-trainable values (BatchNorm running statistics), as Keras counts them."""
+    return sum(layer.num_stats for layer in layers)
 
 
 def stage_outputs(layers: tuple[Layer, ...]) -> dict[str, str]:

@@ -19,9 +19,12 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Triple = tuple[int, int, int]
-ConvKindName = Literal["3d", "2d", "2plus1d"]
+ConvKindName = Literal["3d", "2d", "2plus1d", "b3d", "b2plus1d", "p3db", "fast", "splitfast", "c2p1"]
 BlockName = Literal["basic", "bottleneck"]
 Activation = Literal["relu", "mish", "hard_swish"]  # torch ReLU / Mish / Hardswish; Keras' built-ins
+# "torch": symmetric padding of kernel // 2, explicit; "same": TensorFlow's rule, computed per input size
+# (total max((ceil(n/s) - 1) * s + k - n, 0), the smaller half before); "valid": none.
+Padding = Literal["torch", "same", "valid"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,16 @@ class ConvKind:
     name: ConvKindName
     temporal: bool
     factorised: bool
+    # A *unit* kind brings its own BatchNorm(s) and activation (the Keras projects' `K(C, k, s, act)`):
+    # `parts` are its sub-convs as (name, kernel axes kept from k, reads) where reads is the part
+    # whose output it convolves (None: the unit's input); parts reading the same input run in
+    # parallel and are summed. `mid_formula` is ResNet18-2Plus1DD's rounded-up Tran width.
+    parts: tuple[tuple[str, Triple, str | None], ...] = ()
+    mid_formula: bool = False
+
+    @property
+    def unit(self) -> bool:
+        return bool(self.parts) or self.mid_formula
 
     def shortcut_stride(self, stride: int) -> Triple:
         return (stride if self.temporal else 1, stride, stride)
@@ -44,16 +57,43 @@ CONV_KINDS: dict[str, ConvKind] = {
     "3d": ConvKind("3d", temporal=True, factorised=False),  # torchvision Conv3DSimple
     "2d": ConvKind("2d", temporal=False, factorised=False),  # torchvision Conv3DNoTemporal
     "2plus1d": ConvKind("2plus1d", temporal=True, factorised=True),  # torchvision Conv2Plus1D
+    # 3D-ResNet-Builder-for-Keras' kernels: every part has the unit's width and the unit's full stride
+    # (so strides compound in the sequential kinds), each part is Conv3D -> BN -> ReLU, and only the
+    # last part's ReLU is optional (`use_activation` reaches no other).
+    "b3d": ConvKind("b3d", True, False, (("threed", (1, 1, 1), None),)),
+    "b2plus1d": ConvKind("b2plus1d", True, True, (("two", (0, 1, 1), None), ("one", (1, 0, 0), "two"))),
+    "p3db": ConvKind("p3db", True, True, (("left", (0, 1, 1), None), ("right", (1, 0, 0), None))),
+    "fast": ConvKind("fast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt"))),
+    "splitfast": ConvKind(
+        "splitfast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy"))
+    ),
+    # ResNet18-2Plus1DD's Conv2Plus1DLayer: spatial (1,h,w) then temporal (t,1,1) through
+    # ceil(t*h*w*Cin*Cout / (h*w*Cin + t*Cout)) channels, nothing between them, then BN -> [ReLU].
+    "c2p1": ConvKind("c2p1", True, True, mid_formula=True),
 }
 
 
 @dataclass(frozen=True)
+class Pool:
+    """A local pooling layer: max or average (an average with 'same' padding excludes padded cells, as
+    Keras computes it), with its window, stride and padding (per axis T, H, W)."""
+
+    kind: Literal["max", "avg"]
+    kernel: Triple
+    stride: Triple
+    padding: Padding
+
+
+@dataclass(frozen=True)
 class StemConv:
-    """One conv of the stem, always followed by BatchNorm and ReLU; padding is kernel // 2."""
+    """One conv of the stem, always followed by BatchNorm and ReLU; padding is kernel // 2.
+
+    With `conv` naming a unit kind, the stem conv is that kind's unit (its own BN and ReLU)."""
 
     channels: int
     kernel: Triple
     stride: Triple
+    conv: ConvKindName | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +102,7 @@ class Stage:
 
     planes: int
     blocks: int
-    stride: int
+    stride: int | Triple  # an int strides time as a torchvision conv kind says; a triple as given
     conv: ConvKindName
 
 
@@ -108,6 +148,13 @@ class Arch:
     `shortcut="avgpool"` downsamples the shortcut by average pooling, then a 1x1x1 conv (ResNet-D; the
     pool rounds up, so odd sizes shrink exactly as the strided branch does); `activation` picks ReLU,
     Mish or Hard-Swish everywhere. `se_ratio` adds squeeze-and-excitation after each residual branch.
+
+    The public Keras projects' vocabulary: `padding` ("same" is TensorFlow's, per input size),
+    `batchnorm` (epsilon, torch-convention momentum; Keras' defaults are (1e-3, 0.01)), `stem_pool`,
+    `shortcut="unit"` (a projection by the stage's unit kind with a 1x1x1 kernel, ReLU'd when
+    `shortcut_act`; after `shortcut_pool` when given, which strides instead), `stride_on="entry"` (a
+    bottleneck strides its first 1x1x1 conv), `se_dense` (SE through Dense layers) and
+    `head_activation` (an activation after the head, e.g. softmax; None returns logits).
     """
 
     name: str
@@ -117,9 +164,17 @@ class Arch:
     num_classes: int = 400
     midplanes: tuple[int, ...] | None = None
     activation: Activation = "relu"
-    stride_on: Literal["first", "second"] = "first"
-    shortcut: Literal["conv", "avgpool"] = "conv"
+    stride_on: Literal["first", "second", "entry"] = "first"
+    shortcut: Literal["conv", "avgpool", "unit"] = "conv"
     se_ratio: int | None = None
+    padding: Padding = "torch"
+    batchnorm: tuple[float, float] = (1e-5, 0.1)
+    stem_pool: Pool | None = None
+    shortcut_act: bool = False
+    shortcut_pool: Pool | None = None
+    se_dense: bool = False
+    head_activation: str | None = None
+    origin: str | None = None  # the public project whose weight files this variant reads (formats.seed_weights)
     categories: str | None = "kinetics400_classes.txt"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     pretrained: Pretrained | None = None
@@ -244,7 +299,89 @@ _ARCHS = (
         description="R(2+1)D-18 with squeeze-and-excitation (ratio 16) after each residual branch",
     ),
 )
-VARIANTS: dict[str, Arch] = {arch.name: arch for arch in _ARCHS}
+
+# The public Keras video ResNets, faithful: Keras' BatchNorm defaults, TensorFlow's 'same' padding.
+KERAS_BATCHNORM = (1e-3, 0.01)  # epsilon 1e-3, Keras momentum 0.99
+_BUILDER = "3D-ResNet-Builder-for-Keras @238f436"
+_BUILDER_DEPTHS = {
+    18: ("basic", DEPTH_18),
+    34: ("basic", DEPTH_34),
+    50: ("bottleneck", DEPTH_34),
+    101: ("bottleneck", (3, 4, 23, 3)),  # the builder's "102"
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+_BUILDER_KERNELS = {"3d": "b3d", "2plus1d": "b2plus1d", "p3db": "p3db", "fast": "fast", "splitfast": "splitfast"}
+_BUILDER_LABELS = {
+    "3d": "'3D'",
+    "2plus1d": "'(2+1)D'",
+    "p3db": "'P3D-B'",
+    "fast": "'FAST'",
+    "splitfast": "'split-FAST'",
+}
+
+
+def _builder(depth: int, kernel: str, se: bool = False) -> Arch:
+    """thauptmann's `build_three_d_resnet_<depth>(kernel_name=..., squeeze_and_excitation=se)`, quirks
+    included: every stride is (s, s, s) and sits in every part of a kernel (so '(2+1)D' and 'split-FAST'
+    compound it to s^2, 'FAST' to s^3), a 'valid' 3/2 max-pool after the stem, a ReLU'd projection
+    shortcut of the stage's kernel, bottlenecks stride their first 1x1x1 conv, softmax head (10 classes
+    as the oracle built it; a file's own head width is read from it)."""
+    block, blocks = _BUILDER_DEPTHS[depth]
+    kind = _BUILDER_KERNELS[kernel]
+    return Arch(
+        f"builder_r{depth}_{'se_' if se else ''}{kernel}",
+        (StemConv(64, (7, 7, 7), (2, 2, 2), conv=kind),),
+        tuple(Stage(p, b, (s, s, s), kind) for p, b, s in zip(PLANES, blocks, STRIDES, strict=True)),
+        block=block,
+        num_classes=10,
+        stride_on="entry" if block == "bottleneck" else "first",
+        shortcut="unit",
+        shortcut_act=True,
+        se_ratio=16 if se else None,
+        se_dense=True,
+        padding="same",
+        batchnorm=KERAS_BATCHNORM,
+        stem_pool=Pool("max", (3, 3, 3), (2, 2, 2), "valid"),
+        head_activation="softmax",
+        categories=None,
+        origin="builder",
+        description=f"{_BUILDER}: ResNet-{depth}{' SE' if se else ''}, kernel {_BUILDER_LABELS[kernel]} (faithful)",
+    )
+
+
+_C2P1_STEM = (
+    StemConv(32, (3, 3, 3), (2, 2, 2), conv="c2p1"),
+    StemConv(32, (3, 3, 3), (1, 1, 1), conv="c2p1"),
+    StemConv(64, (3, 3, 3), (1, 1, 1), conv="c2p1"),
+)
+_SEEDS = (
+    Arch(
+        "resnet18_2plus1dd",
+        _C2P1_STEM,
+        (
+            Stage(64, 1, (1, 1, 1), "c2p1"),
+            Stage(128, 2, (1, 2, 2), "c2p1"),
+            Stage(256, 2, (1, 2, 1), "c2p1"),  # the original's (1,2,1): W is downsampled only 16x
+            Stage(512, 2, (1, 2, 2), "c2p1"),
+        ),
+        num_classes=256,  # a linear 256-d embedding, no classifier
+        stride_on="second",
+        shortcut="unit",
+        shortcut_pool=Pool("avg", (2, 2, 2), (1, 1, 1), "same"),  # strided by the block
+        padding="same",
+        batchnorm=KERAS_BATCHNORM,
+        stem_pool=Pool("max", (2, 2, 2), (2, 2, 2), "same"),
+        categories=None,
+        origin="2plus1dd",
+        description="ResNet18-2Plus1DD @5cdec23 (AliKHaliliT): 7 blocks, (1,2,1) stride, 256-d embedding (faithful)",
+    ),
+    *(_builder(18, kernel) for kernel in _BUILDER_KERNELS),
+    _builder(18, "3d", se=True),
+    _builder(34, "3d"),
+    _builder(50, "3d"),
+    _builder(50, "p3db"),
+)
+VARIANTS: dict[str, Arch] = {arch.name: arch for arch in (*_ARCHS, *_SEEDS)}
 
 
 def category_names(arch: Arch | str) -> list[str] | None:
