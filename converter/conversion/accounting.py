@@ -13,6 +13,7 @@ import numpy as np
 
 from vrconvert.converter.arch import layers, mapping, spec
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import limits
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
 
@@ -39,13 +40,19 @@ class Report:
             more = f", and {len(items) - limit} more" if len(items) > limit else ""
             return ", ".join(items[:limit]) + more
 
+        def keys(items: list[str]) -> str:  # keys come from the file: each quoted within a bound
+            return some([limits.brief(k).strip("'") for k in items])
+
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} missing ({some(self.missing)})")
+            parts.append(f"{len(self.missing)} missing ({keys(self.missing)})")
         if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected ({some(self.unexpected)})")
+            parts.append(f"{len(self.unexpected)} unexpected ({keys(self.unexpected)})")
         if self.mismatched:
-            shown = [f"{k}: found {tuple(a)} expected {tuple(b)}" for k, a, b in self.mismatched]
+            shown = [
+                f"{limits.brief(k).strip(chr(39))}: found {_spelled(a)} expected {_spelled(b)}"
+                for k, a, b in self.mismatched
+            ]
             parts.append(f"{len(self.mismatched)} mismatched ({some(shown)})")
         return "; ".join(parts) or "all keys match"
 
@@ -54,8 +61,40 @@ class Report:
             "arch": self.arch,
             "missing": self.missing,
             "unexpected": self.unexpected,
-            "mismatched": [{"key": k, "found": list(a), "expected": list(b)} for k, a, b in self.mismatched],
+            "mismatched": [{"key": k, "found": _listed(a), "expected": _listed(b)} for k, a, b in self.mismatched],
         }
+
+
+def _spelled(found: tuple | str) -> str:
+    return str(tuple(found)) if isinstance(found, tuple | list) else found
+
+
+def _listed(found: tuple | str) -> list | str:
+    return list(found) if isinstance(found, tuple | list) else found
+
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+
+def dtype_expected(key: str) -> tuple[str, tuple[str, ...]]:
+    """The dtype rule: `num_batches_tracked` is an integer count; every weight and statistic is
+    floating point of 16, 32 or 64 bits (bfloat16 included). Returns (what to call it, the dtypes)."""
+    if key.endswith(OPTIONAL_SUFFIX):
+        return "an integer", INT_DTYPES
+    return "floating point (16, 32 or 64 bits)", FLOAT_DTYPES
+
+
+def check_dtypes(dtypes: dict[str, str], where: str = "the checkpoint") -> None:
+    """Refuses (one line, like any mismatched entry) a state whose entries break the dtype rule, so
+    that nothing is ever cast silently (int8 to float32, complex losing its imaginary part)."""
+    report = Report("")
+    for key, dtype in dtypes.items():
+        expected, allowed = dtype_expected(key)
+        if dtype not in allowed:
+            report.mismatched.append((key, dtype, expected))
+    if not report.ok:
+        raise InputError(f"{where} has entries of the wrong dtype: {report.summary()}")
 
 
 def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
@@ -112,7 +151,7 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
     if arch:
         raise InputError(f"the checkpoint does not match {arch}: {reports[0].summary()}")
     best = min(reports, key=lambda r: r.size)
-    found = f"{len(shapes)} tensors" + (f", first key {next(iter(shapes))!r}" if shapes else "")
+    found = f"{len(shapes)} tensors" + (f", first key {limits.brief(next(iter(shapes)))}" if shapes else "")
     raise InputError(f"unknown architecture ({found}); closest is {best.arch}: {best.summary()}")
 
 

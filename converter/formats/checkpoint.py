@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 import sys
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import torchzip
+from vrconvert.converter.formats import limits, torchzip
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net", "network")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
@@ -62,12 +64,23 @@ def verify_name_hash(path: Path) -> str | None:
     return f"sha256 prefix {match.group(1)} verified"
 
 
+def require_regular_file(path: Path) -> None:
+    """Refuses FIFOs, devices and sockets before anything opens them (opening a FIFO blocks forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror})") from exc
+    if not stat.S_ISREG(mode):
+        raise InputError(f"{path}: not a regular file (a FIFO, device or socket cannot be read safely)")
+
+
 def sniff(path: Path) -> str:
     """The file's format from its first bytes, or an InputError that says what it looks like."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a checkpoint")
+    require_regular_file(path)
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
@@ -85,20 +98,28 @@ def sniff(path: Path) -> str:
 
 def _load_torch(path: Path, fmt: str):
     reason = "the legacy (pre-1.6) torch format"
-    if fmt == "torch-zip":
-        try:
-            return torchzip.load(path)
-        except torchzip.Unsupported as exc:
-            reason = str(exc)  # torch's own safe loader handles more (or refuses with its reason)
+    try:
+        if fmt == "torch-zip":
+            try:
+                return torchzip.load(path)
+            except torchzip.Unsupported as exc:
+                reason = str(exc)  # torch's own safe loader handles more (or refuses with its reason)
+        else:
+            torchzip.check_legacy(path)  # bounded pickles, storages that fit the file: before torch reads it
+    except InputError as exc:
+        raise InputError(f"{path}: refused: {exc}") from exc
     try:
         import torch
     except ImportError as exc:
         raise InputError(f"{path}: reading it needs torch ({reason}): pip install torch") from exc
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch-zip")
+        with warnings.catch_warnings():  # e.g. the pickle-protocol warning: the refusal below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch-zip")
     except Exception as exc:  # torch raises many types for hostile or broken files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc)[:2000].strip()
+        first = limits.brief(text.splitlines()[0]).strip("'") if text else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "Unsupported operand" in str(exc):
             raise InputError(
                 f"{path}: refused to unpickle it: it holds Python objects, not only tensors "
@@ -112,18 +133,76 @@ def _load_safetensors(path: Path) -> dict:
 
     try:
         with safe_open(str(path), framework="numpy") as f:
-            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except TypeError:
-        pass  # bfloat16 has no numpy dtype: torch reads it
+            declared = {key: f.get_slice(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            dtypes = {key: SAFETENSORS_DTYPES.get(s.get_dtype(), s.get_dtype().lower()) for key, s in declared.items()}
+            _check_declared(path, {key: tuple(s.get_shape()) for key, s in declared.items()}, dtypes)
+            if "bfloat16" not in dtypes.values():
+                return {key: f.get_tensor(key) for key in declared}
+    except InputError:
+        raise
     except Exception as exc:
-        raise InputError(f"{path}: cannot read it as safetensors: {str(exc).splitlines()[0]}") from exc
-    with safe_open(str(path), framework="pt") as f:
-        return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+        raise InputError(
+            f"{path}: cannot read it as safetensors: {limits.brief(str(exc)[:200]).strip(chr(39))}"
+        ) from exc
+    try:  # bfloat16 has no numpy dtype: torch reads it
+        with safe_open(str(path), framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except ImportError as exc:
+        raise InputError(f"{path}: reading bfloat16 safetensors needs torch: pip install torch") from exc
+    except Exception as exc:
+        raise InputError(
+            f"{path}: cannot read it as safetensors: {limits.brief(str(exc)[:200]).strip(chr(39))}"
+        ) from exc
+
+
+SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def _check_declared(path: Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> None:
+    """Before any tensor is widened or copied: string keys, the dtype rule and the element cap."""
+    from vrconvert.converter.conversion import accounting
+
+    total = 0
+    for key, shape in shapes.items():
+        if not isinstance(key, str):
+            raise InputError(f"{path}: a state-dict key that is {limits.brief(key)}, not a string")
+        if len(key) > limits.KEY_CHARS:
+            raise InputError(f"{path}: a state-dict key of {len(key):,} characters ({limits.brief(key)})")
+        count = 1
+        for n in shape:
+            count *= int(n)
+        total += count
+    limits.check(f"{path}: the number of elements in the state dict", total, limits.STATE_ELEMENTS)
+    accounting.check_dtypes(dtypes, f"{path}")
 
 
 def _is_tensor(value) -> bool:
     torch = sys.modules.get("torch")  # without torch imported, no torch tensor can exist
     return isinstance(value, (torchzip.Tensor, np.ndarray)) or (torch is not None and isinstance(value, torch.Tensor))
+
+
+def _dtype_name(value) -> str:
+    """torch's name of a tensor's dtype; sparse and quantized torch tensors are named by their layout."""
+    if isinstance(value, torchzip.Tensor):
+        return value.dtype
+    if isinstance(value, np.ndarray):
+        return str(value.dtype)
+    if value.layout is not sys.modules["torch"].strided:
+        return str(value.layout).removeprefix("torch.")
+    if value.is_quantized:
+        return f"quantized {str(value.dtype).removeprefix('torch.')}"
+    return str(value.dtype).removeprefix("torch.")
 
 
 def _is_tensor_dict(obj) -> bool:
@@ -138,18 +217,21 @@ def _unwrap(obj, notes: list[str]) -> Mapping:
         for key in WRAPPER_KEYS:
             if key in obj and _is_tensor_dict(obj[key]):
                 others = [k for k in obj if k != key]
-                notes.append(
-                    f"took the state dict from {key!r}"
-                    + (f" (ignored {', '.join(map(str, others))})" if others else "")
-                )
+                shown = ", ".join(limits.brief(k).strip("'") for k in others[:8]) + (", ..." if len(others) > 8 else "")
+                notes.append(f"took the state dict from {key!r}" + (f" (ignored {shown})" if others else ""))
                 return obj[key]
-        found = ", ".join(map(str, list(obj)[:8])) or "nothing"
+        found = ", ".join(limits.brief(k).strip("'") for k in list(obj)[:8]) or "nothing"
         raise InputError(f"no state dict found in the checkpoint (top-level keys: {found})")
     raise InputError(f"the checkpoint holds a {type(obj).__name__}, not a state dict")
 
 
 def _strip_prefixes(state: Mapping, notes: list[str]) -> dict:
     state = dict(state)
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise InputError(f"a state-dict key that is {limits.brief(key)}, not a string")
+        if not _is_tensor(value):
+            raise InputError(f"the state-dict entry {limits.brief(key)} is {limits.brief(value)}, not a tensor")
     for prefix in PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
             state = {key[len(prefix) :]: value for key, value in state.items()}
@@ -168,12 +250,15 @@ def _float32(value) -> np.ndarray:
     return value.detach().cpu().float().numpy()
 
 
-def _to_numpy(state: dict, notes: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+def _to_numpy(path: Path, state: dict, notes: list[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """float32 numpy arrays (integers as they are), after the declared shapes and dtypes passed."""
+    names = {key: _dtype_name(tensor) for key, tensor in state.items()}
+    _check_declared(path, {key: tuple(tensor.shape) for key, tensor in state.items()}, names)
     converted: dict[str, int] = {}
     dtypes: set[str] = set()
     out = {}
     for key, tensor in state.items():
-        name = tensor.dtype if isinstance(tensor, torchzip.Tensor) else str(tensor.dtype).removeprefix("torch.")
+        name = names[key]
         dtypes.add(name)
         if name in FLOATS and name != "float32":
             converted[name] = converted.get(name, 0) + 1
@@ -196,7 +281,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     hash_check = verify_name_hash(path)
     notes: list[str] = []
     raw = _load_safetensors(path) if fmt == "safetensors" else _unwrap(_load_torch(path, fmt), notes)
-    state, dtypes = _to_numpy(_strip_prefixes(raw, notes), notes)
+    try:
+        state, dtypes = _to_numpy(path, _strip_prefixes(raw, notes), notes)
+    except InputError as exc:
+        message = str(exc)
+        raise InputError(message if message.startswith(str(path)) else f"{path}: {message}") from exc
     return Checkpoint(path, fmt, state, dtypes, notes, hash_check)
 
 

@@ -1,20 +1,36 @@
-"""Fetching torchvision's pretrained Kinetics-400 checkpoints into torch's hub cache, hash checked."""
+"""Fetching torchvision's pretrained Kinetics-400 checkpoints into torch's hub cache, hash checked.
+
+The server is not trusted either: the body may not exceed the file's published size (4 bytes per
+published parameter, plus `limits.DOWNLOAD_SLACK`), the whole download has a deadline
+(`limits.DOWNLOAD_SECONDS`, enforced by a timer, so a server that trickles a byte every few seconds
+cannot hold it), a malformed response is one line, and the `.partial` file is removed on every exit
+path, SIGTERM and SIGINT included.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
 import secrets
+import signal
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from vrconvert.converter.arch import spec
 from vrconvert.converter.errors import DownloadError, InputError
+from vrconvert.converter.formats import limits
+from vrconvert.converter.formats.output import removed_on_signal
 
 # Tests (and mirrors) point this at another server; the file names stay torchvision's.
 BASE_URL_ENV = "VRCONVERT_PRETRAINED_BASE_URL"
+DEADLINE_ENV = "VRCONVERT_DOWNLOAD_SECONDS"  # a shorter (or, on slow links, longer) overall deadline
 
 
 def hub_dir() -> Path:
@@ -32,8 +48,45 @@ def url_for(arch: spec.Arch) -> str:
     return f"{base.rstrip('/')}/{arch.pretrained.filename}" if base else arch.pretrained.url
 
 
-def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True) -> Path:
-    """The cached checkpoint for `name`, downloading it first if needed; its SHA-256 prefix is checked."""
+def size_limit(arch: spec.Arch) -> int:
+    """The most bytes a published checkpoint of `arch` can hold: float32 parameters plus slack."""
+    return 4 * arch.num_params + limits.DOWNLOAD_SLACK if arch.num_params else limits.DOWNLOAD_BYTES
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raises TimeoutError inside whatever blocks (connect, headers, body) once `seconds` have passed.
+    A timer signal, so it interrupts a blocking read; main thread only (elsewhere: per-read timeouts)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(_signum, _frame):
+        raise TimeoutError(f"the download took longer than {seconds:g} s")
+
+    saved = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, saved)
+
+
+def _declared_length(response) -> int | None:
+    text = response.headers.get("Content-Length")
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise DownloadError(f"the server sent a malformed Content-Length ({limits.brief(text)})")
+    return int(text)
+
+
+def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, max_seconds: float | None = None) -> Path:
+    """The cached checkpoint for `name`, downloading it first if needed; its SHA-256 prefix is checked.
+    `max_seconds` bounds the whole download (default: $VRCONVERT_DOWNLOAD_SECONDS, else the limit)."""
+    if max_seconds is None:
+        max_seconds = float(os.environ.get(DEADLINE_ENV) or limits.DOWNLOAD_SECONDS)
     arch = spec.get(name)
     url = url_for(arch)
     target = hub_dir() / arch.pretrained.filename
@@ -42,16 +95,32 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
     digest = hashlib.sha256()
+    most = size_limit(arch)
+    started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
+        with (
+            removed_on_signal(),
+            deadline(max_seconds),
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            open(tmp, "wb") as out,
+        ):
+            total = _declared_length(response)
+            if total is not None and total > most:
+                raise DownloadError(
+                    f"{url}: the server offers {total:,} bytes, more than the published file's {most:,}; refused"
+                )
             done = 0
-            while chunk := response.read(1 << 20):
+            while chunk := response.read1(1 << 16):  # returns what arrived: the deadline is checked often
+                done += len(chunk)
+                if done > most:
+                    raise DownloadError(f"{url}: the server sent more than the published file's {most:,} bytes")
+                if time.monotonic() - started > max_seconds:
+                    raise TimeoutError(f"the download took longer than {max_seconds:g} s")
                 out.write(chunk)
                 digest.update(chunk)
-                done += len(chunk)
                 if progress and total:
-                    print(f"\rdownloading {arch.pretrained.filename}: {100 * done // total}%", end="", file=sys.stderr)
+                    percent = min(100, 100 * done // total)
+                    print(f"\rdownloading {arch.pretrained.filename}: {percent}%", end="", file=sys.stderr)
         if progress and total:
             print(file=sys.stderr)
         if not digest.hexdigest().startswith(arch.pretrained.sha256_prefix):
@@ -60,8 +129,8 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True) ->
                 f"{arch.pretrained.sha256_prefix}; the download is corrupt (nothing was kept)"
             )
         os.replace(tmp, target)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {limits.brief(str(exc)).strip(chr(39))}"
         raise DownloadError(
             f"cannot download {url} ({reason}); download it elsewhere and pass the file: "
             f"vrconvert torch2keras {arch.pretrained.filename} OUT.keras"

@@ -1,14 +1,29 @@
-"""Safe output: refuse to clobber, write to a temporary file beside the target, rename on success."""
+"""Safe output: refuse to clobber, write to a temporary file beside the target, publish it on success.
+
+Publishing without `--force` is a hard link from the temporary file to DST, which fails if anything
+(a file, a dangling symlink, another run's output) appeared at DST in the meantime, so nothing is ever
+clobbered; with `--force` it is a rename. The temporary file is removed on every exit path, SIGTERM
+and SIGINT included, and a write that fails (read-only folder, full disk, the file-size limit) is
+one line (exit 2), never a traceback or a leftover.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from vrconvert.converter.errors import InputError
+
+# Signals that end a run: turned into SystemExit while a temporary file exists, so `finally` removes it.
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# Targets that check_target cleared with force=True: only these may be replaced when published.
+_REPLACEABLE: set[str] = set()
 
 
 def matching_suffix(path: Path, suffixes: tuple[str, ...]) -> str | None:
@@ -21,22 +36,77 @@ def check_target(dst: Path, force: bool, suffixes: tuple[str, ...]) -> str:
     suffix = matching_suffix(dst, suffixes)
     if suffix is None or dst.name == suffix:
         raise InputError(f"{dst}: the output must end with {', '.join(suffixes)}")
-    if dst.exists() and not force:
+    if os.path.lexists(dst) and not force:  # lexists: a dangling symlink is something too
         raise InputError(f"{dst}: already exists (use --force to replace it)")
     if dst.is_dir():
         raise InputError(f"{dst}: is a directory")
     if not dst.parent.is_dir():
         raise InputError(f"{dst.parent}: no such directory")
+    if not os.access(dst.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{dst.parent}: the folder is not writable")
+    (_REPLACEABLE.add if force else _REPLACEABLE.discard)(os.path.abspath(dst))
     return suffix
 
 
 @contextlib.contextmanager
-def atomic_path(dst: Path, suffix: str) -> Iterator[Path]:
-    """A temporary path in DST's folder (same suffix: Keras checks it); renamed to DST only on success."""
+def removed_on_signal() -> Iterator[None]:
+    """While inside, SIGTERM/SIGINT/SIGHUP raise SystemExit(128 + signal) so that `finally` blocks
+    (which remove temporary files) run; SIGXFSZ is ignored so that passing the file-size limit is an
+    OSError (EFBIG) rather than a core dump. Handlers are restored on the way out. Main thread only
+    (elsewhere Python cannot set handlers, and the process's own handlers stay)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def end(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    saved = {sig: signal.signal(sig, end) for sig in ENDING_SIGNALS}
+    saved[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def publish(tmp: Path, dst: Path, force: bool) -> None:
+    """Moves the finished `tmp` to `dst`: a rename with `force`, else a link that never replaces."""
+    if force:
+        os.replace(tmp, dst)
+        return
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise InputError(f"{dst}: appeared while converting; left it alone (use --force to replace it)") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.EXDEV):
+            raise
+        try:  # no hard links here (FAT, some network shares): claim the name, then rename over our claim
+            os.close(os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            raise InputError(f"{dst}: appeared while converting; left it alone (use --force to replace it)") from None
+        os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(dst: Path, suffix: str, force: bool | None = None) -> Iterator[Path]:
+    """A temporary path in DST's folder (same suffix: Keras checks it), published to DST only on
+    success (see `publish`); removed on failure and on SIGTERM/SIGINT. `force` defaults to what
+    `check_target` was told for DST."""
+    force = os.path.abspath(dst) in _REPLACEABLE if force is None else force
     tmp = dst.parent / f".{dst.name[: -len(suffix)]}.partial-{secrets.token_hex(4)}{suffix}"
     try:
-        yield tmp
-        os.replace(tmp, dst)
+        with removed_on_signal():
+            try:
+                yield tmp
+                publish(tmp, dst, force)
+            except InputError:
+                raise
+            except (OSError, RuntimeError) as exc:  # torch/h5py wrap EROFS/EFBIG/ENOSPC in their own types
+                reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else type(exc).__name__
+                raise InputError(f"{dst}: cannot write it ({reason}); nothing was written") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -4,8 +4,20 @@
 one uncompressed member per storage. This reader unpickles `data.pkl` with an allowlist of exactly the
 globals a state dict needs (OrderedDict, `_rebuild_tensor_v2`, `_rebuild_parameter`, the storage
 types), each mapped to a function of ours, never to torch's; storages are memory-mapped from the file.
-Anything outside the allowlist raises `Unsupported`, and the caller falls back to
-`torch.load(weights_only=True)`, which is equally safe but needs torch (about a second to import).
+
+Untrusted bytes are checked before anything is built from them:
+- `data.pkl` is read with a bounded read (`limits.PICKLE_BYTES`), then `scan_pickle` walks its opcodes
+  with an abstract stack *before* unpickling: memo indices, nesting depth, opcode count, dict keys
+  (atoms only: a key built from shared tuples can take 2^depth steps to hash) and the targets of
+  BUILD/REDUCE are checked, so the real unpickler only ever sees a bounded, tree-like program.
+- every storage reference and tensor record is checked against the member's real byte length with
+  Python integers (no overflow): offsets, sizes and strides non-negative, the last element inside the
+  storage, no more elements than the storage holds, storage dtypes from an allowlist.
+- a storage shared by many tensors is mapped (or, when unaligned, copied) once.
+
+Problems of the file raise `Refused` (an InputError: exit 2, no fallback). Only a well-formed pickle
+that uses a global outside the allowlist raises `Unsupported`, and the caller falls back to
+`torch.load(weights_only=True)`, which is equally safe but needs torch.
 
 So a Keras user can convert (with `--no-validate`) and inspect torch checkpoints without torch.
 """
@@ -14,13 +26,18 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import re
 import struct
 import zipfile
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import limits
 
 # torch storage type -> numpy dtype (bfloat16 has none: kept as its 16-bit pattern, widened on request)
 STORAGE_DTYPES = {
@@ -35,24 +52,43 @@ STORAGE_DTYPES = {
     "ByteStorage": ("uint8", np.uint8),
     "BoolStorage": ("bool", np.bool_),
 }
+STORAGE_KEY = re.compile(rf"[0-9A-Za-z_]{{1,{limits.STORAGE_KEY_CHARS}}}")
 
 
 class Unsupported(Exception):
-    """The file uses something this reader does not handle (the caller falls back to torch)."""
+    """A well-formed file uses something this reader does not handle (the caller falls back to torch)."""
 
 
-@dataclass(frozen=True)
+class Refused(InputError):
+    """The file is malformed or exceeds a limit: refused outright (never handed to another reader)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StorageType:
     name: str  # torch's dtype name
     dtype: type
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """One storage as `persistent_load` returns it (only our code can make one)."""
+
+    array: np.ndarray
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Tensor:
-    """A tensor read without torch: its numpy array (a memory map where possible) and torch dtype name."""
+    """A tensor read without torch: its numpy array (a memory map where possible) and torch dtype name.
+
+    Frozen with slots, so a pickle's BUILD opcode cannot replace its array."""
 
     array: np.ndarray
     dtype: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
 
     def float32(self) -> np.ndarray:
         if self.dtype == "bfloat16":  # the upper half of a float32
@@ -60,27 +96,45 @@ class Tensor:
         return self.array.astype(np.float32)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_):
-    array, name = storage
-    if not (isinstance(size, tuple) and isinstance(stride, tuple) and isinstance(offset, int)):
-        raise Unsupported("malformed tensor record")
-    if len(size) != len(stride) or any(s < 0 for s in size) or any(s < 0 for s in stride):
-        raise Unsupported("malformed tensor shape")
-    numel = int(np.prod(size, dtype=np.int64))
-    if numel and offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) >= array.size:
-        raise Unsupported("tensor reaches past its storage")
+    """A strided view of `storage`, after checking every number of the record against it."""
+    if not isinstance(storage, Storage):
+        raise Refused("a tensor record without a storage")
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and _is_int(offset)):
+        raise Refused("malformed tensor record")
+    if len(size) != len(stride) or len(size) > limits.TENSOR_DIMS:
+        raise Refused(f"malformed tensor shape ({len(size)} sizes, {len(stride)} strides)")
+    if not all(_is_int(n) and 0 <= n <= limits.TENSOR_DIM_SIZE for n in size):
+        raise Refused("a tensor size that is negative, huge or not an integer")
+    if not all(_is_int(s) and 0 <= s <= limits.TENSOR_DIM_SIZE for s in stride):
+        raise Refused("a tensor stride that is negative, huge or not an integer")
+    array = storage.array
+    if offset < 0 or offset > array.size:
+        raise Refused(f"tensor storage offset {offset} is outside its storage of {array.size} elements")
+    numel = 1
+    for n in size:  # Python integers: exact, whatever the file says
+        numel *= n
+    if numel == 0:
+        return Tensor(np.zeros(size, array.dtype), storage.name)
+    if numel > array.size:
+        raise Refused(f"a tensor of {numel:,} elements in a storage of {array.size:,}")
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if last >= array.size:
+        raise Refused("a tensor reaches past the end of its storage")
     item = array.itemsize
-    view = (
-        np.lib.stride_tricks.as_strided(array[offset:], shape=size, strides=[s * item for s in stride], writeable=False)
-        if numel
-        else np.zeros(size, array.dtype)
+    view = np.lib.stride_tricks.as_strided(
+        array[offset:], shape=size, strides=[s * item for s in stride], writeable=False
     )
-    return Tensor(view, name)
+    return Tensor(view, storage.name)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_):
     if not isinstance(data, Tensor):
-        raise Unsupported("parameter without a tensor")
+        raise Refused("a parameter without a tensor")
     return data
 
 
@@ -92,6 +146,200 @@ ALLOWED = {
 }
 
 
+# --- the pre-scan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GlobalRef:
+    """A global a pickle names (never imported by the scan)."""
+
+    module: str
+    name: str
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    kind: str  # atom, tuple, list, dict, set, global, obj
+    depth: int = 0
+    value: object = None
+    children: list = field(default_factory=list)
+
+
+ATOM_OPS = {
+    "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
+    "BINFLOAT", "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "BINUNICODE8",
+    "SHORT_BINUNICODE", "BINBYTES", "BINBYTES8", "SHORT_BINBYTES", "BYTEARRAY8",
+}  # fmt: skip
+EMPTY_OPS = {"EMPTY_TUPLE": "tuple", "EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set"}
+
+
+class _BoundedReader:
+    """A file-like view that refuses to read more than `limit` bytes (genops reads declared lengths)."""
+
+    def __init__(self, stream, limit: int) -> None:
+        self._stream, self._left = stream, limit
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or n > self._left:
+            raise Refused(f"a pickle larger than vrconvert's limit of {limits.PICKLE_BYTES:,} bytes")
+        data = self._stream.read(n)
+        self._left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._stream.readline(min(self._left, 1 << 16) + 1)
+        if len(line) > self._left or not line.endswith(b"\n"):
+            raise Refused("a pickle text argument is too long or unterminated")
+        self._left -= len(line)
+        return line
+
+
+def scan_pickle(stream) -> list[tuple]:
+    """Walks one pickle's opcodes (from `stream`, up to its STOP) with an abstract stack and checks it
+    against `limits` without building any object. Returns the persistent ids it holds, each a tuple of
+    atoms (str, int, ...) and `GlobalRef`s, other items as None. Raises `Refused`."""
+    stack: list = []
+    marks: list[list] = []
+    memo: dict[int, _Node] = {}
+    pids: list[tuple] = []
+
+    def pop() -> _Node:
+        if not stack:
+            raise Refused("malformed pickle (stack underflow)")
+        return stack.pop()
+
+    def pop_mark() -> list:
+        nonlocal stack
+        if not marks:
+            raise Refused("malformed pickle (no mark)")
+        items, stack = stack, marks.pop()
+        return items
+
+    def node(kind: str, children: list, value: object = None) -> _Node:
+        depth = 1 + max((c.depth for c in children), default=0)
+        if depth > limits.PICKLE_DEPTH:
+            raise Refused(f"a pickle nested deeper than vrconvert's limit of {limits.PICKLE_DEPTH}")
+        return _Node(kind, depth, value, children)
+
+    def add(container: _Node, kind: str, items: list) -> None:
+        if container.kind not in (kind, "obj"):  # an obj: OrderedDict() and the like
+            raise Refused(f"malformed pickle (adding items to a {container.kind})")
+        if kind in ("dict", "set"):
+            keys = items[0::2] if kind == "dict" else items
+            if any(k.kind != "atom" for k in keys):
+                raise Refused("a pickle with a container as a dict key or set item")
+        depth = 1 + max((c.depth for c in items), default=0)
+        if depth > limits.PICKLE_DEPTH:
+            raise Refused(f"a pickle nested deeper than vrconvert's limit of {limits.PICKLE_DEPTH}")
+        container.depth = max(container.depth, depth)
+
+    def memo_index(index) -> int:
+        if not _is_int(index) or not 0 <= index < limits.PICKLE_MEMO:
+            raise Refused(f"a pickle memo index beyond vrconvert's limit of {limits.PICKLE_MEMO:,}")
+        return index
+
+    def pid_value(item: _Node):
+        return item.value if item.kind in ("atom", "global") else None
+
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(stream), start=1):
+            if count > limits.PICKLE_OPS:
+                raise Refused(f"a pickle of more than {limits.PICKLE_OPS:,} opcodes")
+            name = op.name
+            if name in ATOM_OPS:
+                stack.append(_Node("atom", 0, arg))
+            elif name in EMPTY_OPS:
+                stack.append(_Node(EMPTY_OPS[name], 1))
+            elif name in ("PROTO", "FRAME"):
+                pass
+            elif name == "MARK":
+                marks.append(stack)
+                stack = []
+            elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
+                items = pop_mark()
+                kind = {"TUPLE": "tuple", "LIST": "list", "DICT": "dict", "FROZENSET": "set"}[name]
+                if kind == "dict" and len(items) % 2:
+                    raise Refused("malformed pickle (odd DICT)")
+                container = node(kind, items)
+                if kind in ("dict", "set"):
+                    add(container, kind, items)
+                stack.append(container)
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                items = [pop() for _ in range(int(name[-1]))][::-1]
+                stack.append(node("tuple", items))
+            elif name == "APPEND":
+                item = pop()
+                add(stack[-1] if stack else pop(), "list", [item])
+            elif name == "APPENDS":
+                items = pop_mark()
+                add(stack[-1] if stack else pop(), "list", items)
+            elif name == "SETITEM":
+                value, key = pop(), pop()
+                add(stack[-1] if stack else pop(), "dict", [key, value])
+            elif name == "SETITEMS":
+                items = pop_mark()
+                if len(items) % 2:
+                    raise Refused("malformed pickle (odd SETITEMS)")
+                add(stack[-1] if stack else pop(), "dict", items)
+            elif name == "ADDITEMS":
+                items = pop_mark()
+                add(stack[-1] if stack else pop(), "set", items)
+            elif name == "POP":
+                if stack:
+                    stack.pop()
+                else:
+                    pop_mark()
+            elif name == "POP_MARK":
+                pop_mark()
+            elif name == "DUP":
+                stack.append(stack[-1] if stack else pop())
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                index = int(arg) if name == "GET" else arg
+                if index not in memo:
+                    raise Refused("malformed pickle (memo key not found)")
+                stack.append(memo[index])
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[memo_index(int(arg) if name == "PUT" else arg)] = stack[-1] if stack else pop()
+            elif name == "MEMOIZE":
+                memo[memo_index(len(memo))] = stack[-1] if stack else pop()
+            elif name == "GLOBAL":
+                module, _, attr = str(arg).partition(" ")
+                stack.append(_Node("global", 0, GlobalRef(module, attr)))
+            elif name == "STACK_GLOBAL":
+                attr, module = pop(), pop()
+                if not (isinstance(attr.value, str) and isinstance(module.value, str)):
+                    raise Refused("malformed pickle (STACK_GLOBAL of non-strings)")
+                stack.append(_Node("global", 0, GlobalRef(module.value, attr.value)))
+            elif name in ("REDUCE", "NEWOBJ"):
+                args, func = pop(), pop()
+                if func.kind != "global" or args.kind != "tuple":
+                    raise Refused(f"a pickle {name} of a {func.kind} with a {args.kind}")
+                stack.append(node("obj", [args], func.value))
+            elif name == "BUILD":
+                state = pop()
+                target = stack[-1] if stack else pop()
+                if target.kind != "obj":
+                    raise Refused(f"a pickle BUILD on a {target.kind}")
+                target.depth = max(target.depth, node("obj", [state]).depth)
+            elif name == "BINPERSID":
+                pid = pop()
+                pids.append(tuple(pid_value(c) for c in pid.children) if pid.kind == "tuple" else (pid_value(pid),))
+                stack.append(node("obj", [pid], "persistent"))
+            elif name == "STOP":
+                pop()
+                return pids
+            else:  # INST, OBJ, EXT*, NEWOBJ_EX, PERSID, buffers: never in a state dict
+                raise Refused(f"a pickle uses the {name} opcode, which state dicts never use")
+    except Refused:
+        raise
+    except (ValueError, TypeError, struct.error, UnicodeDecodeError, OverflowError) as exc:
+        raise Refused(f"malformed pickle data ({type(exc).__name__})") from exc
+    raise Refused("malformed pickle (no STOP)")
+
+
+# --- the zip reader ----------------------------------------------------------------------------------
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, storages) -> None:
         super().__init__(io.BytesIO(data))
@@ -101,7 +349,7 @@ class _Unpickler(pickle.Unpickler):
         try:
             return ALLOWED[(module, name)]
         except KeyError:
-            raise Unsupported(f"global {module}.{name}") from None
+            raise Unsupported(f"global {limits.brief(module)}.{limits.brief(name)}") from None
 
     def persistent_load(self, pid):
         if not (
@@ -110,57 +358,129 @@ class _Unpickler(pickle.Unpickler):
             and pid[0] == "storage"
             and isinstance(pid[1], StorageType)
             and isinstance(pid[2], str)
-            and isinstance(pid[4], int)
+            and _is_int(pid[4])
         ):
-            raise Unsupported(f"persistent id {pid!r:.80}")
+            raise Refused(f"a malformed storage reference ({limits.brief(pid)})")
         kind, key, numel = pid[1], pid[2], pid[4]
-        return self._storages(key, kind.dtype, numel), kind.name
+        return Storage(self._storages(key, kind.dtype, numel), kind.name)
 
 
 def _member_offset(raw, info: zipfile.ZipInfo) -> int:
     """Where a stored member's bytes start in the file (after its local header)."""
     raw.seek(info.header_offset)
     header = raw.read(30)
-    if header[:4] != b"PK\x03\x04":
-        raise Unsupported("bad local header")
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise Refused("a zip member with a bad local header")
     name_len, extra_len = struct.unpack("<HH", header[26:30])
     return info.header_offset + 30 + name_len + extra_len
 
 
+def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
+    """A member's bytes, refusing (before and while reading) more than `limit` uncompressed."""
+    limits.check(f"{limits.brief(info.filename)} (uncompressed)", info.file_size, limit, " bytes")
+    with archive.open(info) as member:
+        data = member.read(limit + 1)
+    return data[: limits.check(f"{limits.brief(info.filename)} (uncompressed)", len(data), limit, " bytes")]
+
+
 def load(path: str | Path):
-    """The object tree of a torch zip checkpoint, tensors as `Tensor`; raises `Unsupported`."""
+    """The object tree of a torch zip checkpoint, tensors as `Tensor`; raises `Refused` or `Unsupported`."""
     path = Path(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise Unsupported(str(exc)) from exc
-    with archive, open(path, "rb") as raw:
-        names = archive.namelist()
-        pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
-        if len(pickles) != 1:
-            raise Unsupported("no single data.pkl")
-        root = pickles[0][: -len("data.pkl")]
-        if root + "byteorder" in names and archive.read(root + "byteorder") != b"little":
-            raise Unsupported("big-endian storages")
-        whole = np.memmap(path, dtype=np.uint8, mode="r")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise Refused(f"not a readable zip archive ({limits.brief(str(exc))})") from exc
+    try:
+        with archive, open(path, "rb") as raw:
+            return _load(path, archive, raw)
+    except (Refused, Unsupported):
+        raise
+    except InputError as exc:  # a limit
+        raise Refused(str(exc)) from exc
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError, RuntimeError, NotImplementedError) as exc:
+        raise Refused(f"a corrupt zip archive ({type(exc).__name__}: {limits.brief(str(exc))})") from exc
 
-        def storage(key: str, dtype: type, numel: int) -> np.ndarray:
-            try:
-                info = archive.getinfo(f"{root}data/{key}")
-            except KeyError:
-                raise Unsupported(f"missing storage {key!r}") from None
-            itemsize = np.dtype(dtype).itemsize
-            if info.compress_type != zipfile.ZIP_STORED or numel < 0 or numel * itemsize > info.file_size:
-                raise Unsupported(f"storage {key!r} is compressed or shorter than declared")
-            start = _member_offset(raw, info)
-            if start + numel * itemsize > whole.size:
-                raise Unsupported(f"storage {key!r} is truncated")
-            chunk = whole[start : start + numel * itemsize]
-            return chunk.view(dtype) if start % itemsize == 0 else np.frombuffer(chunk.tobytes(), dtype)
 
+def _load(path: Path, archive: zipfile.ZipFile, raw):
+    infos = archive.infolist()
+    limits.check("the number of zip members", len(infos), limits.ZIP_MEMBERS)
+    limits.check("the zip's uncompressed size", sum(i.file_size for i in infos), limits.TORCH_ZIP_BYTES, " bytes")
+    pickles = [i for i in infos if i.filename.endswith("/data.pkl") or i.filename == "data.pkl"]
+    if len({i.filename for i in pickles}) != 1:
+        raise Refused("not a torch checkpoint: no single data.pkl in the zip")
+    pickle_info = pickles[-1]
+    root = pickle_info.filename[: -len("data.pkl")]
+    names = {i.filename for i in infos}
+    if root + "byteorder" in names and _read_bounded(archive, archive.getinfo(root + "byteorder"), 16) != b"little":
+        raise Refused("big-endian storages are not supported")
+    data = _read_bounded(archive, pickle_info, limits.PICKLE_BYTES)
+    scan_pickle(_BoundedReader(io.BytesIO(data), limits.PICKLE_BYTES))
+    file_size = path.stat().st_size
+    whole = np.memmap(path, dtype=np.uint8, mode="r")
+    cache: dict[tuple[str, type], np.ndarray] = {}
+    budget = [limits.STATE_ELEMENTS * 8]  # bytes of storage all tensors may map or copy together
+
+    def storage(key: str, dtype: type, numel: int) -> np.ndarray:
+        if (key, dtype) in cache:
+            return cache[key, dtype]
+        if not STORAGE_KEY.fullmatch(key):
+            raise Refused(f"a storage named {limits.brief(key)}")
         try:
-            return _Unpickler(archive.read(pickles[0]), storage).load()
-        except Unsupported:
-            raise
-        except Exception as exc:  # truncated or corrupt pickle data
-            raise Unsupported(f"{type(exc).__name__}: {exc}") from exc
+            info = archive.getinfo(f"{root}data/{key}")
+        except KeyError:
+            raise Refused(f"missing storage {limits.brief(key)}") from None
+        itemsize = np.dtype(dtype).itemsize
+        nbytes = numel * itemsize
+        if info.compress_type != zipfile.ZIP_STORED:  # torch reads it (its size was checked above)
+            raise Unsupported(f"storage {limits.brief(key)} is compressed")
+        if numel < 0 or nbytes > info.file_size:
+            raise Refused(f"storage {limits.brief(key)} declares {numel:,} elements, more than its member holds")
+        start = _member_offset(raw, info)
+        if start < 0 or start + info.file_size > file_size:
+            raise Refused(f"storage {limits.brief(key)} reaches past the end of the file")
+        budget[0] -= nbytes
+        if budget[0] < 0:
+            raise Refused(f"the storages exceed vrconvert's limit of {limits.STATE_ELEMENTS:,} elements")
+        chunk = whole[start : start + nbytes]
+        cache[key, dtype] = chunk.view(dtype) if start % itemsize == 0 else np.frombuffer(chunk.tobytes(), dtype)
+        return cache[key, dtype]
+
+    try:
+        return _Unpickler(data, storage).load()
+    except (Refused, Unsupported):
+        raise
+    except RecursionError as exc:
+        raise Refused("a pickle nested too deeply") from exc
+    except Exception as exc:  # truncated or corrupt pickle data
+        raise Refused(f"corrupt pickle data ({type(exc).__name__}: {limits.brief(str(exc))})") from exc
+
+
+# --- the legacy (pre-1.6) format: checked here, read by torch -------------------------------------------
+
+
+def check_legacy(path: str | Path) -> None:
+    """Scans the pickles of a legacy torch file (magic, protocol, system info, object, storage keys)
+    and checks that the storages they declare fit in the file, before torch reads (and allocates) them."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        try:
+            for index in range(5):
+                pids = scan_pickle(_BoundedReader(f, limits.PICKLE_BYTES))
+                if index < 3 and pids:
+                    raise Refused("a malformed legacy torch file (storages in its header)")
+                if index == 3:
+                    declared = sum(_legacy_storage_bytes(pid) for pid in pids)
+                    if declared > size:
+                        raise Refused(f"its storages declare {declared:,} bytes, more than the file's {size:,}")
+        except struct.error as exc:
+            raise Refused("a truncated legacy torch file") from exc
+
+
+def _legacy_storage_bytes(pid: tuple) -> int:
+    if not (len(pid) == 6 and pid[0] == "storage" and isinstance(pid[1], GlobalRef) and _is_int(pid[4])):
+        raise Refused("a malformed storage reference in a legacy torch file")
+    kind = pid[1]
+    if kind.module != "torch" or kind.name not in STORAGE_DTYPES or pid[4] < 0:
+        raise Refused(f"an unsupported storage type {limits.brief(kind.module)}.{limits.brief(kind.name)}")
+    return pid[4] * np.dtype(STORAGE_DTYPES[kind.name][1]).itemsize
