@@ -1,0 +1,289 @@
+"""Raw frames in, labels out: torchvision's Kinetics transform inside the Keras model and its torch twin.
+
+Judged against torchvision's numbers (the oracle fixture) and against torchvision's tensor recipe
+written out below with torch alone, never against vrconvert's numpy transform. Bound (issue 13): every
+value within one uint8 level before normalisation, at most 1 value in 10,000 differing at all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_state_dict, run_python
+from oracle import ARCHS, keys, rel_err
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MEAN = np.array((0.43216, 0.394666, 0.37645), np.float32)  # torchvision's VideoClassification
+STD = np.array((0.22803, 0.22145, 0.216989), np.float32)
+MAX_DIFFERING = 1e-4
+HELD_OUT = ((240, 320), (360, 640), (480, 270), (97, 131))  # (H, W); none is the oracle's clip
+
+
+# ---- torchvision's recipe, with torch alone --------------------------------------------------------
+
+
+def torchvision_levels(frames_thwc: np.ndarray) -> np.ndarray:
+    """torchvision's `VideoClassification` up to the uint8 crop: (T, H, W, 3) uint8 -> (T, 112, 112, 3).
+
+    As torchvision 0.28 does it for a decoded video: `permute(0, 3, 1, 2)` of the THWC frames, `resize`
+    (float32, `interpolate` bilinear, align_corners=False, antialias=False, `round`, back to uint8) and
+    `center_crop` (offsets `int(round((in - out) / 2))`). Multi-threaded, as the oracle was made.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, os.cpu_count() or 2))
+    try:
+        video = torch.from_numpy(frames_thwc).permute(0, 3, 1, 2)
+        resized = torch.nn.functional.interpolate(
+            video.to(torch.float32), size=[128, 171], mode="bilinear", align_corners=False, antialias=False
+        )
+        resized = resized.round().to(torch.uint8)
+    finally:
+        torch.set_num_threads(threads)
+    top, left = round((128 - 112) / 2.0), round((171 - 112) / 2.0)
+    return resized[:, :, top : top + 112, left : left + 112].permute(0, 2, 3, 1).numpy()
+
+
+def torchvision_clip(frames_thwc: np.ndarray) -> np.ndarray:
+    """The whole transform: (1, 3, T, 112, 112) float32 for a torch model (/255, then (x - mean) / std)."""
+    x = torchvision_levels(frames_thwc).astype(np.float32) / np.float32(255.0)
+    return ((x - MEAN) / STD).transpose(3, 0, 1, 2)[None]
+
+
+def oracle_levels(out_cthw: np.ndarray) -> np.ndarray:
+    """The oracle's normalised output back to its uint8 levels (T, H, W, 3), checked to be integral."""
+    levels = (out_cthw.transpose(1, 2, 3, 0) * STD + MEAN) * 255.0
+    assert np.abs(levels - np.rint(levels)).max() < 1e-3
+    return np.rint(levels)
+
+
+def clips(seed: int = 11, frames: int = 4) -> list[np.ndarray]:
+    """Held-out uint8 clips: noise (the hardest case for rounding) and smooth moving gradients."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for h, w in HELD_OUT:
+        out.append(rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        waves = [
+            127.5 + 127.5 * np.sin(xx / rng.uniform(3, 40) + yy / rng.uniform(3, 40) + 0.7 * c + 0.3 * t)
+            for t in range(frames)
+            for c in range(3)
+        ]
+        out.append(np.rint(np.stack(waves, -1).reshape(h, w, frames, 3).transpose(2, 0, 1, 3)).astype(np.uint8))
+    return out
+
+
+def differing(actual: np.ndarray, expected: np.ndarray) -> tuple[int, int, float]:
+    """(values differing, values, largest difference) of two arrays of uint8 levels."""
+    diff = np.abs(np.asarray(actual, np.float64) - np.asarray(expected, np.float64))
+    return int((diff > 0).sum()), diff.size, float(diff.max())
+
+
+def assert_within_bound(counts: list[tuple[int, int, float]]) -> None:
+    bad, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    assert max(c[2] for c in counts) <= 1.0, counts
+    assert bad <= MAX_DIFFERING * total, f"{bad} of {total} values differ ({bad / total:.2e})"
+
+
+# ---- the transform ----------------------------------------------------------------------------------
+
+
+def test_reference_recipe_is_torchvisions(torch):
+    """The test's own torch recipe reproduces the oracle exactly, so it may judge held-out clips."""
+    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
+        frames, out = z["noise_frames_thwc"], z["noise_out_cthw"]
+    np.testing.assert_array_equal(torchvision_levels(frames), oracle_levels(out))
+    assert np.abs(torchvision_clip(frames)[0] - out).max() <= 1e-6
+
+
+def test_crop_offsets_are_torchvisions_not_keras():
+    from vrconvert.models_tf.preprocessing import crop_offsets
+
+    assert crop_offsets(128, 112) == (8, 8)
+    assert crop_offsets(171, 112) == (30, 29)  # Keras' CenterCrop: (171 - 112) // 2 = 29 before
+    with pytest.raises(ValueError):
+        crop_offsets(100, 112)
+
+
+def _levels_and_clip(model_levels, model_clip, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.asarray(model_levels(frames[None]))[0], np.asarray(model_clip(frames[None]))[0]
+
+
+def test_keras_transform_against_oracle_and_held_out_clips(keras):
+    from vrconvert.models_tf.preprocessing import transform_model
+
+    levels, clip = transform_model(normalized=False), transform_model()
+    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
+        ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)
+        cases = [(z["noise_frames_thwc"], z["noise_out_cthw"]), (ramp, z["ramp_out_cthw"])]
+    counts = []
+    for frames, out in cases:
+        got_levels, got = _levels_and_clip(levels, clip, frames)
+        counts.append(differing(got_levels, oracle_levels(out)))
+        # normalised: float32 rounding where the levels agree, one level's worth where they do not
+        step = (np.abs(got_levels - oracle_levels(out)) / 255.0 / STD).astype(np.float32)
+        assert np.all(np.abs(got - out.transpose(1, 2, 3, 0)) <= step + 2e-6)
+    assert_within_bound(counts)
+    assert_within_bound([differing(levels(f[None])[0], torchvision_levels(f)) for f in clips()])
+
+
+def test_keras_transform_rounds_ties_half_to_even(keras):
+    """An exact 2:1 downscale: every resized value is a mean of four pixels, ties (x.5) abound."""
+    from vrconvert.models_tf.preprocessing import transform_model
+
+    frames = np.random.default_rng(3).integers(0, 256, (2, 256, 342, 3), dtype=np.uint8)
+    got = np.asarray(transform_model(normalized=False)(frames[None]))[0]
+    expected = torchvision_levels(frames)
+    exact = frames.reshape(2, 128, 2, 171, 2, 3).astype(np.float64).mean(axis=(2, 4))[:, 8:120, 30:142]
+    assert (exact % 1 == 0.5).mean() > 0.2  # the case is really tie-heavy
+    np.testing.assert_array_equal(expected, np.rint(exact))  # torchvision: half to even
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_transform_on_other_backends(backend, tmp_path):
+    """The same layers on JAX and on Keras' torch backend, in a fresh process, against torchvision."""
+    inputs = tmp_path / "clips.npz"
+    np.savez(inputs, *clips(seed=12, frames=2))
+    result = tmp_path / "levels.npz"
+    run_python(
+        f"""
+        import numpy as np
+        from vrconvert.models_tf.preprocessing import transform_model
+        model = transform_model(normalized=False)
+        with np.load({str(inputs)!r}) as z:
+            np.savez({str(result)!r}, *[np.asarray(model(z[k][None]))[0] for k in z.files])
+        """,
+        backend=backend,
+    )
+    with np.load(inputs) as z_in, np.load(result) as z_out:
+        counts = [differing(z_out[k], torchvision_levels(z_in[k])) for k in z_in.files]
+    assert_within_bound(counts)
+
+
+def test_torch_twin_against_oracle_and_held_out_clips(torch):
+    from vrconvert.models_torch.preprocessing import KineticsPreprocessing
+
+    module = KineticsPreprocessing()
+    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
+        frames, out = z["noise_frames_thwc"], z["noise_out_cthw"]
+    with torch.no_grad():
+        got = module(torch.from_numpy(frames[None])).numpy()[0]
+        assert got.shape == (3, 4, 112, 112)
+        counts = [differing(np.rint((got.transpose(1, 2, 3, 0) * STD + MEAN) * 255), oracle_levels(out))]
+        for f in clips(seed=13):
+            levels = module.levels(torch.from_numpy(f[None])).permute(0, 2, 3, 1).numpy()
+            counts.append(differing(levels, torchvision_levels(f)))
+    assert_within_bound(counts)
+    with pytest.raises(ValueError, match="uint8 frames"):
+        module(torch.zeros(1, 4, 8, 8, 3))
+
+
+def test_torch_model_keeps_torchvisions_state_dict(torch):
+    from vrconvert import models_torch
+
+    for arch in ARCHS:
+        model = models_torch.build(arch, include_preprocessing=True)
+        assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()] == [
+            (e["key"], tuple(e["shape"])) for e in keys(arch)
+        ]
+
+
+# ---- end to end -----------------------------------------------------------------------------------
+
+
+def _pair(arch: str, seed: int = 5, frames: int | None = None):
+    """(torch model with random weights, fed normalised clips; the Keras preprocessing model with the same)."""
+    import torch
+
+    from vrconvert import models_tf, models_torch
+    from vrconvert.converter.arch import mapping, spec
+    from vrconvert.converter.formats import keras_io
+
+    model = models_torch.build(arch).eval()
+    state = random_state_dict(model, seed)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    variant = spec.get(arch)
+    keras_model = models_tf.build(variant, include_preprocessing=True, input_shape=(frames, None, None, 3))
+    keras_io.assign(keras_model, mapping.iter_keras(variant, state), {e.keras_path for e in mapping.entries(variant)})
+    return model, state, keras_model
+
+
+def _packaged_frames(count: int) -> np.ndarray:
+    import av
+
+    from vrconvert.converter import video
+
+    with av.open(str(video.SAMPLE_CLIP)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    start = (len(decoded) - count) // 2
+    return decoded[start : start + count]
+
+
+def _assert_same_labels(logits: np.ndarray, reference: np.ndarray) -> None:
+    assert rel_err(logits, reference) <= 1e-4
+    np.testing.assert_array_equal(np.argsort(-logits[0])[:5], np.argsort(-reference[0])[:5])
+
+
+def _end_to_end(arch: str, frames: int, sizes) -> None:
+    import torch
+
+    from vrconvert import models_torch
+
+    model, state, keras_model = _pair(arch)
+    twin = models_torch.build(arch, include_preprocessing=True).eval()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    rng = np.random.default_rng(21)
+    cases = [_packaged_frames(frames)] + [rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8) for h, w in sizes]
+    for raw in cases:
+        with torch.no_grad():
+            reference = model(torch.from_numpy(torchvision_clip(raw))).numpy()
+            twin_logits = twin(torch.from_numpy(raw[None])).numpy()
+        _assert_same_labels(np.asarray(keras_model(raw[None])), reference)
+        _assert_same_labels(twin_logits, reference)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_end_to_end_short_clips(arch, keras, torch):
+    """Every variant on the packaged clip and one other size, 4 frames (the network takes any T)."""
+    _end_to_end(arch, 4, [(360, 640)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_end_to_end_full_clips(arch, keras, torch):
+    """16-frame clips of the packaged video and of 240x320, 360x640 and 480x270 frames."""
+    _end_to_end(arch, 16, [(240, 320), (360, 640), (480, 270)])
+
+
+# ---- saved files ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_saved_keras_file_in_plain_keras(backend, keras, torch, tmp_path):
+    """A `.keras` preprocessing model loads in a fresh process with plain Keras (safe mode, no vrconvert)
+    and gives the logits of torchvision's transform followed by the torch model."""
+    model, _, keras_model = _pair("r3d_18", seed=8)
+    path = tmp_path / "r3d_18_frames.keras"
+    keras_model.save(path)
+    raw = np.random.default_rng(4).integers(0, 256, (1, 4, 150, 200, 3), dtype=np.uint8)
+    np.save(tmp_path / "raw.npy", raw)
+    run_python(
+        f"""
+        import sys, numpy as np, keras
+        model = keras.models.load_model({str(path)!r}, safe_mode=True)
+        np.save({str(tmp_path / "out.npy")!r}, keras.ops.convert_to_numpy(model(np.load({str(tmp_path / "raw.npy")!r}))))
+        assert model.inputs[0].dtype == "uint8", model.inputs[0].dtype
+        assert not [m for m in sys.modules if m.startswith("vrconvert")]
+        """,
+        backend=backend,
+    )
+    with torch.no_grad():
+        reference = model(torch.from_numpy(torchvision_clip(raw[0]))).numpy()
+    _assert_same_labels(np.load(tmp_path / "out.npy"), reference)
+    if backend == "tensorflow":  # same backend as this process: the very same numbers
+        np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(keras_model(raw)), rtol=0, atol=1e-5)
