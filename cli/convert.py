@@ -86,7 +86,7 @@ def torch2keras(paths, arch, pretrained, force, no_validate, tolerance, frames, 
         force=force,
         validate=not no_validate,
         tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
-        clips=convert.default_clips(frames, clip_size),
+        clips=None if no_validate else convert.default_clips(frames, clip_size),
     )
     _report(result, as_json)
 

@@ -17,10 +17,32 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-# (exception type, exit status, message prefix); the first matching row wins.
-ERROR_TABLE: list[tuple[type[BaseException], int | None, str]] = [
+# The extra of pyproject.toml that brings each optional top-level module (tests check the names).
+EXTRA_OF_MODULE = {
+    "torch": "torch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",  # or `keras` next to torch or jax: Keras alone has no backend
+    "h5py": "tensorflow",
+    "jax": "jax",
+    "jaxlib": "jax",
+    "av": "video",
+    "safetensors": "safetensors",
+}
+
+
+def _missing_package(exc: ModuleNotFoundError) -> str:
+    top = (exc.name or "").partition(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    hint = f"; install it with: pip install 'vrconvert[{extra}]'" if extra else ""
+    if top == "keras":
+        hint += " (or 'vrconvert[torch,keras]' for Keras on torch)"
+    return f"a package this command needs is not installed: {_first_line(exc)}{hint}"
+
+
+# (exception type, exit status, message prefix or the whole message); the first matching row wins.
+ERROR_TABLE: list[tuple[type[BaseException], int | None, str | Callable[[Exception], str]]] = [
     (VRConvertError, None, ""),  # exit status from the exception (2 input, 1 parity)
-    (ModuleNotFoundError, 2, "a package this command needs is not installed: "),
+    (ModuleNotFoundError, 2, _missing_package),
     (FileNotFoundError, 2, "file not found: "),
     (PermissionError, 2, "permission denied: "),
     (IsADirectoryError, 2, "is a directory: "),
@@ -53,7 +75,8 @@ def run_guarded(entry: Callable[[], None]) -> None:
             raise
         for kind, status, prefix in ERROR_TABLE:
             if isinstance(exc, kind):
-                click.echo(f"error: {prefix}{_first_line(exc)}", err=True)
+                message = prefix(exc) if callable(prefix) else f"{prefix}{_first_line(exc)}"
+                click.echo(f"error: {message}", err=True)
                 sys.exit(status if status is not None else exc.exit_code)
         click.echo(
             f"error: internal error ({type(exc).__name__}: {_first_line(exc)}); "

@@ -6,6 +6,7 @@ import click
 
 from vrconvert import __version__
 
+from . import quiet
 from .catalog import build_cmd, list_cmd
 from .convert import keras2torch, torch2keras
 from .demo import demo
@@ -39,4 +40,5 @@ for command in COMMANDS:
 
 
 def main() -> None:
+    quiet.install()
     run_guarded(lambda: cli.main(standalone_mode=False))
