@@ -12,6 +12,7 @@ from .convert import keras2torch, torch2keras
 from .demo import demo
 from .errors import run_guarded
 from .inspect import inspect, mapping_cmd
+from .keras2keras import keras2keras
 from .predict import predict
 from .validate import validate
 
@@ -27,6 +28,7 @@ def cli() -> None:
 COMMANDS = (
     torch2keras,
     keras2torch,
+    keras2keras,
     validate,
     predict,
     inspect,
