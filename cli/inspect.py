@@ -8,6 +8,8 @@ import click
 
 from .options import arch_option, emit_json, json_option
 
+FRAMES_IN = "uint8 frames (N, T, H, W, 3) of any HxW; torchvision's Kinetics transform is in the model"
+
 
 @click.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
@@ -24,12 +26,17 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
         from vrconvert.converter.parity.runtime import select_backend_for_files
 
         select_backend_for_files()
+        from vrconvert.models_tf.preprocessing import has_preprocessing
+
         variant, model = keras_io.load_keras_model(file, arch)
         info = {
             "file": str(file),
             "format": keras_io.keras_suffix(file),
             "arch": variant.name,
             "num_classes": variant.num_classes,
+            "input": FRAMES_IN
+            if has_preprocessing(model)
+            else "normalised float32 clips (N, T, H, W, 3): apply the Kinetics transform first",
             "dtypes": sorted({str(v.dtype) for v in model.weights}),
             "hash_check": None,
             "notes": [],
@@ -48,6 +55,7 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
             "format": ckpt.format,
             "arch": variant.name,
             "num_classes": variant.num_classes,
+            "input": "normalised float32 clips (N, 3, T, H, W): apply the Kinetics transform first",
             "dtypes": ckpt.source_dtypes,
             "hash_check": ckpt.hash_check,
             "notes": ckpt.notes,

@@ -20,7 +20,10 @@ on every backend, and the graph exports. Step by step, as torchvision's `VideoCl
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
+import numpy as np
 
 from vrconvert.converter.arch.spec import Preprocessing
 
@@ -78,3 +81,24 @@ def transform_model(preprocessing: Preprocessing | None = None, frames: int | No
 def has_preprocessing(model: keras.Model) -> bool:
     """Whether a Keras model takes raw uint8 frames (its layers are named by this module)."""
     return any(layer.name.startswith(PREFIX) for layer in model.layers)
+
+
+def split(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(the transform, the network) of a preprocessing model: the same layers, cut at the normalisation."""
+    clip = model.get_layer(f"{PREFIX}normalize").output
+    return keras.Model(model.inputs, clip, name="preprocessing"), keras.Model(clip, model.outputs, name=model.name)
+
+
+def predictor(model: keras.Model) -> Callable[[np.ndarray], np.ndarray]:
+    """`models_tf.infer.predictor` for a model of either input contract: a preprocessing model runs its
+    transform as Keras runs it, then its network on the backend's fast path (frames in, logits out)."""
+    from vrconvert.models_tf import infer
+
+    if not has_preprocessing(model):
+        return infer.predictor(model)
+    transform, network = split(model)
+    run_network = infer.predictor(network)
+    if keras.backend.backend() == "torch":  # infer's torch path re-lays a network channels-first
+        return lambda frames: run_network(keras.ops.convert_to_numpy(transform(frames, training=False)))
+    run_transform = infer.predictor(transform)
+    return lambda frames: run_network(run_transform(frames))

@@ -247,17 +247,18 @@ def _end_to_end(arch: str, frames: int, sizes) -> None:
         _assert_same_labels(twin_logits, reference)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_end_to_end_short_clips(arch, keras, torch):
-    """Every variant on the packaged clip and one other size, 4 frames (the network takes any T)."""
-    _end_to_end(arch, 4, [(360, 640)])
+@pytest.mark.parametrize(("arch", "size"), list(zip(ARCHS, HELD_OUT[:3], strict=True)))
+def test_end_to_end_short_clips(arch, size, keras, torch):
+    """Every variant on the packaged clip and on frames of another size, 4 frames a clip (the network
+    takes any T; the transform acts frame by frame)."""
+    _end_to_end(arch, 4, [size])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ARCHS)
-def test_end_to_end_full_clips(arch, keras, torch):
-    """16-frame clips of the packaged video and of 240x320, 360x640 and 480x270 frames."""
-    _end_to_end(arch, 16, [(240, 320), (360, 640), (480, 270)])
+@pytest.mark.parametrize(("arch", "size"), list(zip(ARCHS, HELD_OUT[1:3] + HELD_OUT[:1], strict=True)))
+def test_end_to_end_full_clips(arch, size, keras, torch):
+    """16-frame clips: the packaged video and one more frame size per variant (the sizes rotate)."""
+    _end_to_end(arch, 16, [size])
 
 
 # ---- saved files ----------------------------------------------------------------------------------
@@ -287,3 +288,77 @@ def test_saved_keras_file_in_plain_keras(backend, keras, torch, tmp_path):
     _assert_same_labels(np.load(tmp_path / "out.npy"), reference)
     if backend == "tensorflow":  # same backend as this process: the very same numbers
         np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(keras_model(raw)), rtol=0, atol=1e-5)
+
+
+# ---- around it: decoding, inspect, predict -------------------------------------------------------------
+
+
+def test_raw_frames_from_a_video_are_the_decoded_frames():
+    from vrconvert.converter import video
+
+    raw = video.load_clips(video.SAMPLE_CLIP, frames=4, start_frame=7, raw=True)[0]
+    assert raw.array.dtype == np.uint8 and raw.array.shape == (1, 4, 240, 320, 3)
+    np.testing.assert_array_equal(raw.array[0], _packaged_frames(40)[7:11])
+    cooked = video.load_clips(video.SAMPLE_CLIP, frames=4, start_frame=7)[0]  # the transformed path is unchanged
+    assert cooked.array.dtype == np.float32 and cooked.array.shape == (1, 4, 112, 112, 3)
+
+
+@pytest.fixture(scope="module")
+def saved_pair(tmp_path_factory):
+    """(torch checkpoint, the same weights as a preprocessing .keras, as a plain .keras) on disk."""
+    from helpers import save_state
+
+    _, state, keras_model = _pair("r3d_18", seed=9)
+    folder = tmp_path_factory.mktemp("preprocessing")
+    save_state(state, folder / "r3d_18.pth")
+    keras_model.save(folder / "r3d_18_frames.keras")
+    from vrconvert.converter.formats import keras_io
+
+    keras_io.build_model(_variant("r3d_18"), state).save(folder / "r3d_18.keras")
+    return folder / "r3d_18.pth", folder / "r3d_18_frames.keras", folder / "r3d_18.keras"
+
+
+def _variant(arch: str):
+    from vrconvert.converter.arch import spec
+
+    return spec.get(arch)
+
+
+def test_input_contract_is_read_from_the_config_and_shown_by_inspect(saved_pair, capsys, tmp_path):
+    import json
+
+    from helpers import invoke
+
+    from vrconvert.converter.formats import keras_io
+
+    pth, frames_file, plain_file = saved_pair
+    assert keras_io.takes_frames(frames_file) and not keras_io.takes_frames(plain_file)
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    assert not keras_io.takes_frames(tmp_path / "junk.keras")  # loading it names the problem
+    code, out, _ = invoke(["inspect", frames_file, "--json"], capsys)
+    assert code == 0 and json.loads(out)["input"].startswith("uint8 frames (N, T, H, W, 3)")
+    assert json.loads(out)["arch"] == "r3d_18"
+    for other in (plain_file, pth):
+        code, out, _ = invoke(["inspect", other, "--json"], capsys)
+        assert code == 0 and json.loads(out)["input"].startswith("normalised float32 clips")
+
+
+def test_predict_feeds_raw_frames_to_a_preprocessing_model(saved_pair, capsys):
+    """The same weights as a torch checkpoint (vrconvert's numpy transform) and as a preprocessing
+    .keras (raw frames): the same labels, probabilities within float rounding."""
+    import json
+
+    from helpers import invoke
+
+    from vrconvert.converter import video
+
+    pth, frames_file, _ = saved_pair
+    results = []
+    for model in (pth, frames_file):
+        code, out, err = invoke(["predict", video.SAMPLE_CLIP, model, "--frames", "8", "--json"], capsys)
+        assert code == 0, err
+        results.append(json.loads(out))
+    assert [t["index"] for t in results[0]["top"]] == [t["index"] for t in results[1]["top"]]
+    np.testing.assert_allclose(
+        [t["probability"] for t in results[1]["top"]], [t["probability"] for t in results[0]["top"]], atol=1e-5
+    )

@@ -22,14 +22,15 @@ def keras_suffix(path: Path) -> str | None:
     return matching_suffix(path, KERAS_SUFFIXES)
 
 
-def build_model(arch: spec.Arch, state: dict[str, np.ndarray]):
+def build_model(arch: spec.Arch, state: dict[str, np.ndarray], *, include_preprocessing: bool = False):
     """The Keras model of `arch` carrying `state` (already accounted for), every variable assigned once.
 
-    Arrays are permuted and assigned one at a time, so peak memory is the model plus one tensor.
+    Arrays are permuted and assigned one at a time, so peak memory is the model plus one tensor. With
+    `include_preprocessing`, the model takes uint8 frames (its transform layers own no variables).
     """
     from vrconvert import models_tf
 
-    model = models_tf.build(arch)
+    model = models_tf.build(arch, include_preprocessing=include_preprocessing)
     assign(model, mapping.iter_keras(arch, state), {e.keras_path for e in mapping.entries(arch)})
     return model
 
@@ -42,6 +43,46 @@ def assign(model, arrays: Iterable[tuple[str, np.ndarray]], paths: set[str]) -> 
         raise InputError(f"the mapping does not cover the Keras model: unassigned {missing[:4]}, unknown {extra[:4]}")
     for path, array in arrays:
         variables[path].assign(array)
+
+
+def takes_frames(path: Path) -> bool:
+    """Whether the model in a Keras file is fed uint8 frames (built with `include_preprocessing`), read
+    from its config alone, before anything is built. A `.weights.h5` holds no config: never. An unreadable
+    file answers False; loading it names the problem."""
+    import json
+    import zipfile
+
+    from vrconvert.converter.formats import limits
+
+    suffix = keras_suffix(Path(path))
+    try:
+        if suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                info = archive.getinfo("config.json")
+                if info.file_size > limits.KERAS_CONFIG_BYTES:
+                    return False
+                with archive.open(info) as member:
+                    text = member.read(limits.KERAS_CONFIG_BYTES + 1)
+        elif suffix == ".h5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                text = f.attrs.get("model_config")
+                if not isinstance(text, str | bytes) or len(text) > limits.KERAS_CONFIG_BYTES:
+                    return False
+        else:
+            return False
+        layers = json.loads(text)["config"]["layers"]
+    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError):
+        return False
+    from vrconvert.models_tf.preprocessing import PREFIX
+
+    return isinstance(layers, list) and any(
+        isinstance(layer, dict)
+        and isinstance(layer.get("config"), dict)
+        and str(layer["config"].get("name", "")).startswith(PREFIX)
+        for layer in layers
+    )
 
 
 def variables_of(model) -> dict[str, np.ndarray]:

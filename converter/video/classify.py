@@ -54,10 +54,11 @@ def _runner(model_path: Path, arch: str | None, num_classes: int | None):
     if keras_io.keras_suffix(model_path):
         import keras
 
-        from vrconvert.models_tf.infer import predictor
+        from vrconvert.models_tf.preprocessing import has_preprocessing, predictor
 
         variant, model = keras_io.load_keras_model(model_path, arch, num_classes)
-        return variant, f"keras ({keras.backend.backend()})", "NTHWC", predictor(model)
+        layout = "frames" if has_preprocessing(model) else "NTHWC"  # frames: its own transform, raw in
+        return variant, f"keras ({keras.backend.backend()})", layout, predictor(model)
     if model_path.name.lower().endswith(TORCH_SUFFIXES):
         import torch
 
@@ -94,12 +95,15 @@ def classify(
         raise InputError("--top and --clips must be at least 1")
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such file")
-    # decode first: a bad video fails before a model is loaded
+    # decode first: a bad video fails before a model is loaded (a model that preprocesses gets raw frames)
     frames = frames or spec.Preprocessing().frames
-    batch = video.load_clips(video_path, frames=frames, clips=clips, layout="NCTHW")
+    raw = keras_io.keras_suffix(model_path) is not None and keras_io.takes_frames(model_path)
+    batch = video.load_clips(video_path, frames=frames, clips=clips, layout="NCTHW", raw=raw)
     variant, framework, layout, run = _runner(model_path, arch, num_classes)
+    if (layout == "frames") != raw:
+        raise InputError(f"{model_path}: its config and its layers disagree on whether it takes raw frames")
     probabilities = np.mean(
-        [softmax(run(c.array if layout == "NCTHW" else c.array.transpose(0, 2, 3, 4, 1)))[0] for c in batch], axis=0
+        [softmax(run(c.array if layout != "NTHWC" else c.array.transpose(0, 2, 3, 4, 1)))[0] for c in batch], axis=0
     )
     names = spec.category_names(variant)
     order = np.argsort(-probabilities, kind="stable")[:top]

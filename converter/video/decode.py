@@ -50,7 +50,7 @@ def _open(path: Path):
     return container
 
 
-def _decode(path: Path, wanted: set[int], size: tuple[int, int]) -> tuple[dict[int, np.ndarray], int]:
+def _decode(path: Path, wanted: set[int], size: tuple[int, int] | None) -> tuple[dict[int, np.ndarray], int]:
     """The `wanted` frames by index (resized to `size`) and how many frames were decoded: all of
     them when `wanted` is empty, else up to the last wanted one."""
     import av
@@ -65,7 +65,8 @@ def _decode(path: Path, wanted: set[int], size: tuple[int, int]) -> tuple[dict[i
             for count, frame in enumerate(container.decode(stream), start=1):
                 index = count - 1
                 if index in wanted:
-                    kept[index] = preprocess.resize_uint8(frame.to_ndarray(format="rgb24")[None], size)[0]
+                    rgb = frame.to_ndarray(format="rgb24")
+                    kept[index] = rgb if size is None else preprocess.resize_uint8(rgb[None], size)[0]
                 if last is not None and index >= last:
                     break
         except av.error.FFmpegError as exc:
@@ -107,11 +108,13 @@ def load_clips(
     start_time: float | None = None,
     preprocessing: Preprocessing = KINETICS,
     layout: preprocess.Layout = "NTHWC",
+    raw: bool = False,
 ) -> list[Clip]:
     """Clips of `frames` consecutive frames, preprocessed as torchvision's Kinetics-400 eval transform.
 
     One clip from `start_frame` or `start_time` (seconds), or `clips` clips evenly spaced over the
-    video. Each `Clip.array` is a batch of one in `layout` ("NTHWC" for Keras, "NCTHW" for torch).
+    video. Each `Clip.array` is a batch of one in `layout` ("NTHWC" for Keras, "NCTHW" for torch); with
+    `raw`, the decoded uint8 frames (1, T, H, W, 3) untransformed, for a model that preprocesses itself.
     """
     path = Path(path)
     if frames < 1 or clips < 1:
@@ -132,14 +135,14 @@ def load_clips(
             raise InputError(f"{path}: {total} frames, too short for a {frames}-frame clip{where}")
         starts = [start_frame] if start_frame is not None else clip_starts(total, frames, clips)
         wanted = {s + i for s in starts for i in range(frames)}
-        kept, decoded = _decode(path, wanted, preprocessing.resize)
+        kept, decoded = _decode(path, wanted, None if raw else preprocessing.resize)
         if wanted <= kept.keys():
             break
         total = decoded  # the container overstated its length: sample again over what decodes
     out = []
     for start in starts:
         clip = np.stack([kept[start + i] for i in range(frames)])
-        array = preprocess.crop_and_normalize(clip, preprocessing, layout)
+        array = clip[None] if raw else preprocess.crop_and_normalize(clip, preprocessing, layout)
         out.append(Clip(f"{path.name}[{start}:{start + frames}]", start, frames, array))
     return out
 
