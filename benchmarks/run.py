@@ -273,6 +273,7 @@ def main() -> None:
     table = markdown(results)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
+    subprocess.run([PY, str(HERE / "export.py"), "--out", str(args.out)] + ["--quick"] * args.quick, check=True)
 
 
 if __name__ == "__main__":

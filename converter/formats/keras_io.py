@@ -139,7 +139,14 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
             model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
-    variant = accounting.detect(torch_shapes_of(shapes_of_model(model)), arch, activation_of(model))
+    from vrconvert.models_tf import fold
+
+    detect = fold.detect if fold.is_folded(model) else accounting.detect  # folded: exactly its variables
+    variant = detect(
+        shapes_of_model(model) if detect is fold.detect else torch_shapes_of(shapes_of_model(model)),
+        arch,
+        activation_of(model),
+    )
     return variant, model
 
 
@@ -160,8 +167,15 @@ def activation_of(model) -> str | None:
 
 
 def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):
-    """(arch, variables) of a Keras file, keyed by variable path."""
+    """(arch, variables) of a Keras file, keyed by variable path (of an unfolded model: a folded one has
+    lost its BatchNorm statistics, which torch needs)."""
+    from vrconvert.models_tf import fold
+
     variant, model = load_keras_model(path, arch, num_classes)
+    if fold.is_folded(model):
+        raise InputError(
+            f"{path}: its BatchNorms are folded into the convs and cannot be unfolded; use the unfolded file"
+        )
     return variant, variables_of(model)
 
 

@@ -138,22 +138,26 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
     import keras
     import torch
 
+    from vrconvert.models_tf import fold
     from vrconvert.models_tf.infer import predictor
 
-    records = expand(arch)
+    if fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
+        pairs = fold.probe_pairs(arch)
+    else:
+        pairs = [(r.name, keras_name(r.name), r.op) for r in expand(arch)]
     with runtime.keras_scope():
-        probe = keras.Model(keras_model.inputs, [keras_model.get_layer(keras_name(r.name)).output for r in records])
+        probe = keras.Model(keras_model.inputs, [keras_model.get_layer(name).output for _, name, _ in pairs])
         got = predictor(probe)(np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1)))
     with torch.no_grad():
-        values = torch_model.run(torch.from_numpy(clip).to(runtime.torch_device()), keep=[r.name for r in records])
+        values = torch_model.run(torch.from_numpy(clip).to(runtime.torch_device()), keep=[t for t, _, _ in pairs])
     diffs = []
-    for record, keras_out in zip(records, got, strict=True):
-        expected = values.pop(record.name).cpu().numpy()
+    for (module, layer, op), keras_out in zip(pairs, got, strict=True):
+        expected = values.pop(module).cpu().numpy()
         if expected.ndim == 5:
             expected = expected.transpose(0, 2, 3, 4, 1)
         diff = float(np.abs(expected.astype(np.float64) - keras_out).max())
         scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
-        diffs.append(LayerDiff(record.name, keras_name(record.name), record.op, diff, diff / scale))
+        diffs.append(LayerDiff(module, layer, op, diff, diff / scale))
     return diffs
 
 
@@ -188,9 +192,28 @@ def check_models(
     """
     from vrconvert.models_tf.infer import predictor
 
+    def localise(torch_model, clip):
+        return layer_diffs(arch, torch_model, keras_model, clip, runtime)
+
+    return check_runner(arch, torch_model, predictor(keras_model), clips, runtime, tolerance, progress, localise)
+
+
+def check_runner(
+    arch: spec.Arch,
+    torch_model,
+    run,
+    clips: dict[str, np.ndarray],
+    runtime: Runtime,
+    tolerance: float = parity.DEFAULT_TOLERANCE,
+    progress=None,
+    localise=None,
+) -> Report:
+    """The one comparison: the torch model against `run`, anything that maps NTHWC clips to logits (a
+    Keras model's predictor, an exported artifact's runtime). `localise(torch_model, clip)`, if given,
+    returns the per-layer figures on the worst clip when a case fails."""
     start = time.perf_counter()
     torch_model = torch_model.to(runtime.torch_device()).eval()
-    cases_iter = run_cases(torch_model, predictor(keras_model), clips, runtime)
+    cases_iter = run_cases(torch_model, run, clips, runtime)
     if progress is not None:
         with progress(cases_iter) as bar:
             cases = list(bar)
@@ -198,10 +221,10 @@ def check_models(
         cases = list(cases_iter)
     report = Report(arch.name, arch.num_classes, runtime, tolerance, cases)
     report.seconds["compare"] = time.perf_counter() - start
-    if not report.passed:
+    if not report.passed and localise is not None:
         start = time.perf_counter()
         worst = report.worst.input
-        diffs = layer_diffs(arch, torch_model, keras_model, clips[worst], runtime)
+        diffs = localise(torch_model, clips[worst])
         report.first_divergence = first_divergence(diffs, tolerance, worst)
         report.seconds["localise"] = time.perf_counter() - start
     return report

@@ -1,0 +1,92 @@
+"""`vrconvert export`: a deployable artifact (SavedModel, LiteRT, ONNX, OpenVINO IR), checked against torch
+in its own runtime before it is written."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .backend import rerun_with_backend
+from .options import arch_option, emit_json, force_option, json_option, note, parse_size, tolerance_option
+from .validate import print_report
+
+FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
+
+
+@click.command("export")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_NAMES),
+    default=None,
+    help="Artifact format (default: from DST: .tflite LiteRT, .onnx ONNX, .xml OpenVINO IR, no suffix SavedModel).",
+)
+@arch_option
+@click.option("--frames", type=click.IntRange(min=1), default=None, help="Fix T in the input shape (with --size).")
+@click.option("--size", default=None, help="Fix HxW in the input shape (with --frames); default: T, H, W free.")
+@click.option("--fold-bn", is_flag=True, help="Fold every BatchNorm into the conv before it (inference only).")
+@force_option
+@click.option("--no-validate", is_flag=True, help="Skip running the artifact against torch.")
+@tolerance_option
+@click.option(
+    "--video",
+    "videos",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Also compare on a centred clip of this video (repeatable).",
+)
+@json_option
+def export(src, dst, fmt, arch, frames, size, fold_bn, force, no_validate, tolerance, videos, as_json) -> None:
+    """Export SRC (a torch checkpoint or a vrconvert .keras/.h5/.weights.h5 file) to DST.
+
+    The artifact is loaded by its own runtime (tf.saved_model, LiteRT's Interpreter, onnxruntime,
+    OpenVINO at f32) and compared with the torch model on a seeded random clip, the packaged real clip
+    and every --video; it is moved onto DST only if it matches. Exit 0 pass, 1 parity failure, 2 bad input.
+    """
+    from vrconvert.converter import parity
+    from vrconvert.converter.parity import runtime
+
+    if not runtime.select_backend("tensorflow"):
+        rerun_with_backend("tensorflow")  # exits
+    from vrconvert.converter.deploy import export as exporter
+
+    clip_size = parse_size(size) if size is not None else None
+    result = exporter.export(
+        src,
+        dst,
+        format=fmt,
+        arch=arch,
+        frames=frames,
+        size=clip_size,
+        fold_bn=fold_bn,
+        force=force,
+        validate=not no_validate,
+        tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        videos=videos,
+    )
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    for line in result.notes:
+        note(f"note: {line}")
+    shape = "x".join("?" if d is None else str(d) for d in result.input_shape)
+    click.echo(
+        f"{result.src} -> {result.dst}: {result.format}, {result.arch}{' (BatchNorm folded)' if result.folded else ''}, "
+        f"input {result.signature.get('input')!r} {shape} float32 NTHWC, "
+        f"{sum(result.files.values()) / 1e6:.1f} MB ({result.seconds['total']:.1f} s)"
+    )
+    if result.parity is not None:
+        click.echo(f"artifact run by {result.runtime}; 'keras s' is the artifact's time")
+        print_report(result.parity)
+    if result.default_precision:
+        d = result.default_precision
+        click.echo(
+            f"at OpenVINO's default precision ({d['runtime']}): max relative difference {d['max_rel_diff']:.2e}"
+            f"{'' if d['top5_agree'] else ', top-5 differs'}; pin f32 at run time with {d['pin_f32']}"
+        )
+    if result.passed is False:
+        sys.exit(1)

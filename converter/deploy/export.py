@@ -1,0 +1,202 @@
+"""`vrconvert export`, top to bottom:
+
+SRC (torch checkpoint or vrconvert Keras file) -> torch-named state -> Keras model (BatchNorms folded on
+request) -> Keras' `model.export` into a staging folder beside DST -> the artifact loaded by its own
+runtime and compared with the torch model through the validator's one comparison -> moved onto DST.
+A failure at any step leaves nothing at DST.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vrconvert.converter import parity
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.arch.layers import INPUT
+from vrconvert.converter.deploy import atomic
+from vrconvert.converter.deploy.formats import INSTALL_HINT, Format, format_for, targets
+from vrconvert.converter.errors import InputError, ParityError
+from vrconvert.converter.parity import validate as validator
+
+
+@dataclass
+class ExportResult:
+    """What an export did, for the CLI's human and JSON output."""
+
+    src: str
+    dst: str
+    format: str
+    arch: str
+    num_classes: int
+    folded: bool
+    input_shape: list
+    runtime: str = ""
+    signature: dict = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)  # path -> bytes
+    seconds: dict[str, float] = field(default_factory=dict)
+    parity: validator.Report | None = None
+    default_precision: dict | None = None  # OpenVINO: the figures at the plugin's default precision
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.parity is None else self.parity.passed
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "parity"}
+        out["passed"] = self.passed
+        out["parity"] = self.parity.as_dict() if self.parity else None
+        return out
+
+
+def load_source(src: Path, arch: str | None = None) -> tuple[spec.Arch, dict[str, np.ndarray], str]:
+    """(arch, torch-named state, source kind) from a torch checkpoint or an unfolded vrconvert Keras file."""
+    from vrconvert.converter.formats import keras_io
+
+    if keras_io.keras_suffix(src):
+        variant, variables = keras_io.read_keras_file(src, arch)
+        return variant, mapping.to_torch(variant, variables), keras_io.keras_suffix(src)
+    from vrconvert.converter.conversion.torch_model import load_state
+
+    ckpt, variant = load_state(src, arch)
+    return variant, ckpt.state, ckpt.format
+
+
+def keras_model_for(variant: spec.Arch, state: dict[str, np.ndarray], fold_bn: bool):
+    """The Keras model to export: the converted one, or its BatchNorm-folded inference form."""
+    if fold_bn:
+        from vrconvert.models_tf import fold
+
+        return fold.build_folded(variant, state)
+    from vrconvert.converter.formats import keras_io
+
+    return keras_io.build_model(variant, state)
+
+
+def check_format_installed(fmt: Format) -> None:
+    missing = fmt.missing_module()
+    if missing:
+        raise InputError(f"exporting to {fmt.name} needs {missing}, which is not installed: {INSTALL_HINT}")
+
+
+def default_clips(frames: int, size: tuple[int, int], videos=()) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The validator's inputs: a seeded random clip of frames x size, the packaged real clip and each
+    video (those two only at the Kinetics crop, 112x112, and where PyAV is installed)."""
+    notes = []
+    real = size == (112, 112)
+    if not real:
+        notes.append(f"the real clips are 112x112; a {size[0]}x{size[1]} artifact is checked on the random clip only")
+    elif importlib.util.find_spec("av") is None:
+        notes.append("the real-clip check needs PyAV (pip install 'vrconvert[video]'); random clip only")
+        real = False
+    if videos and not real:
+        raise InputError("--video needs PyAV and a 112x112 input (the Kinetics crop)")
+    return validator.clips_for(frames=frames, size=size, random=1, sample=real, videos=videos if real else ()), notes
+
+
+def export(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    format: str | None = None,
+    arch: str | None = None,
+    frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    fold_bn: bool = False,
+    force: bool = False,
+    validate: bool = True,
+    tolerance: float = parity.DEFAULT_TOLERANCE,
+    videos=(),
+    clips: dict[str, np.ndarray] | None = None,
+    progress=None,
+) -> ExportResult:
+    """Exports SRC to DST in `format` (default: from DST's suffix); with `validate`, the artifact is run
+    by its runtime on the validator's clips and must match torch within `tolerance`, else ParityError and
+    nothing at DST. `frames` and `size` fix the input shape; left out, T, H and W stay free. `clips`
+    (torch layout, by name) replace the validator's default inputs."""
+    start = time.perf_counter()
+    src, dst = Path(src), Path(dst)
+    fmt = format_for(dst, format)
+    check_format_installed(fmt)  # before any framework is imported: bad input fails fast
+    final = targets(fmt, dst)
+    atomic.check_targets(final, force)
+    if (frames is None) != (size is None):
+        raise InputError("--frames and --size fix the input shape together: give both or neither")
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
+    import keras
+
+    from vrconvert.converter.parity import runtime as rt
+
+    if keras.backend.backend() != "tensorflow":
+        raise InputError(f"export runs Keras on TensorFlow, not {keras.backend.backend()} (set KERAS_BACKEND)")
+    variant, state, _ = load_source(src, arch)
+    model = keras_model_for(variant, state, fold_bn)
+    shape = [None, frames, *(size or (None, None)), 3]
+    result = ExportResult(str(src), str(dst), fmt.name, variant.name, variant.num_classes, fold_bn, shape)
+    result.seconds["load"] = time.perf_counter() - start
+    signature = [keras.InputSpec(shape=tuple(shape), dtype="float32", name=INPUT)]
+    with atomic.staging(dst) as folder:
+        staged_main = folder / dst.name
+        t = time.perf_counter()
+        try:
+            staged = fmt.export(model, staged_main, signature)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{fmt.name} export of {variant.name} failed: {first}") from exc
+        result.seconds["export"] = time.perf_counter() - t
+        runner = fmt.runner(staged_main)
+        result.runtime, result.signature = runner.runtime, runner.signature.as_dict()
+        if validate:
+            t = time.perf_counter()
+            if clips is None:
+                clips, notes = default_clips(frames or 16, size or (112, 112), videos)
+                result.notes += notes
+            from vrconvert.converter.conversion.torch_model import torch_model_from_state
+
+            torch_model = torch_model_from_state(variant, state)
+            settings = rt.prepare("cpu")
+            report = validator.check_runner(variant, torch_model, runner, clips, settings, tolerance, progress)
+            result.parity = report
+            if fmt.name == "openvino":
+                result.default_precision = _openvino_default(fmt, staged_main, variant, torch_model, clips, settings)
+            result.seconds["validate"] = time.perf_counter() - t
+            if not report.passed:
+                raise ParityError(
+                    f"parity failed: {fmt.name} artifact ({runner.runtime}) differs from torch by "
+                    f"{report.worst.max_rel_diff:.2e} > {tolerance:g} (relative) on {report.worst.input}; "
+                    "nothing was written"
+                )
+        del runner
+        atomic.commit(staged, [folder_to_target(p, folder, dst) for p in staged])
+    result.files = {str(p): _size(p) for p in final}
+    result.seconds["total"] = time.perf_counter() - start
+    return result
+
+
+def folder_to_target(staged: Path, folder: Path, dst: Path) -> Path:
+    return dst.parent / staged.relative_to(folder)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _openvino_default(fmt: Format, path: Path, variant, torch_model, clips, settings) -> dict:
+    """The same comparison at the CPU plugin's default inference precision (bf16 where the CPU has it):
+    reported, never the verdict."""
+    runner = fmt.runner(path, precision=None)
+    report = validator.check_runner(variant, torch_model, runner, clips, settings, np.inf)
+    return {
+        "runtime": runner.runtime,
+        "max_rel_diff": report.worst.max_rel_diff,
+        "top5_agree": all(c.top5_agree for c in report.cases),
+        "pin_f32": "core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})",
+    }
