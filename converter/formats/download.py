@@ -97,6 +97,8 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
     digest = hashlib.sha256()
     most = size_limit(arch)
     started = time.monotonic()
+    progress = progress and sys.stderr.isatty()  # a progress line is for a person watching, not for logs
+    shown = False
     try:
         with (
             removed_on_signal(),
@@ -121,8 +123,10 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
                 if progress and total:
                     percent = min(100, 100 * done // total)
                     print(f"\rdownloading {arch.pretrained.filename}: {percent}%", end="", file=sys.stderr)
-        if progress and total:
+                    shown = True
+        if shown:
             print(file=sys.stderr)
+            shown = False
         if not digest.hexdigest().startswith(arch.pretrained.sha256_prefix):
             raise DownloadError(
                 f"{url}: SHA-256 {digest.hexdigest()[:8]}... does not match "
@@ -137,4 +141,6 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
         ) from exc
     finally:
         tmp.unlink(missing_ok=True)
+        if shown:  # wipe the unfinished progress line, so that an error is the only line left
+            print("\r\033[K", end="", file=sys.stderr)
     return target

@@ -13,6 +13,7 @@ from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import expand, torch_path
 from vrconvert.converter.conversion import accounting
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import keras_archive
 from vrconvert.converter.formats.output import matching_suffix
 
 KERAS_SUFFIXES = (".weights.h5", ".keras", ".h5")
@@ -117,6 +118,8 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
     suffix = keras_suffix(path)
     if suffix is None:
         raise InputError(f"{path}: expected a .keras, .h5 or .weights.h5 file")
+    if path.exists():
+        keras_archive.check(path, arch)  # limits, names, dtypes and declared shapes, before Keras reads it
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if suffix == ".weights.h5":
@@ -125,7 +128,9 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
 
         model = models_tf.build(variant)
         try:
-            model.load_weights(str(path))
+            with warnings.catch_warnings():  # e.g. "Skipping nested container": the error below says it
+                warnings.simplefilter("ignore")
+                model.load_weights(str(path))
         except Exception as exc:
             raise InputError(
                 f"{path}: does not fit {variant.name} with {variant.num_classes} classes: {str(exc).splitlines()[0]}"

@@ -4,7 +4,8 @@ Publishing without `--force` is a hard link from the temporary file to DST, whic
 (a file, a dangling symlink, another run's output) appeared at DST in the meantime, so nothing is ever
 clobbered; with `--force` it is a rename. The temporary file is removed on every exit path, SIGTERM
 and SIGINT included, and a write that fails (read-only folder, full disk, the file-size limit) is
-one line (exit 2), never a traceback or a leftover.
+one line (exit 2), never a traceback or a leftover: the writers' own temporary files (Keras saves its
+weights through one) go to a scratch folder beside DST that is removed with the temporary file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,9 +99,14 @@ def atomic_path(dst: Path, suffix: str, force: bool | None = None) -> Iterator[P
     success (see `publish`); removed on failure and on SIGTERM/SIGINT. `force` defaults to what
     `check_target` was told for DST."""
     force = os.path.abspath(dst) in _REPLACEABLE if force is None else force
-    tmp = dst.parent / f".{dst.name[: -len(suffix)]}.partial-{secrets.token_hex(4)}{suffix}"
+    token = secrets.token_hex(4)
+    tmp = dst.parent / f".{dst.name[: -len(suffix)]}.partial-{token}{suffix}"
+    scratch = dst.parent / f".{dst.name[: -len(suffix)]}.scratch-{token}"  # the writers' own temp files
+    saved_tempdir = tempfile.tempdir
     try:
         with removed_on_signal():
+            scratch.mkdir()
+            tempfile.tempdir = str(scratch)  # Keras writes its weights to a temporary file first
             try:
                 yield tmp
                 publish(tmp, dst, force)
@@ -108,5 +116,7 @@ def atomic_path(dst: Path, suffix: str, force: bool | None = None) -> Iterator[P
                 reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else type(exc).__name__
                 raise InputError(f"{dst}: cannot write it ({reason}); nothing was written") from exc
     finally:
+        tempfile.tempdir = saved_tempdir
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        shutil.rmtree(scratch, ignore_errors=True)

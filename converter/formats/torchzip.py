@@ -63,14 +63,23 @@ class Refused(InputError):
     """The file is malformed or exceeds a limit: refused outright (never handed to another reader)."""
 
 
+class _Sealed:
+    """No pickle may change one of ours: BUILD calls `__setstate__`, which dataclasses would provide."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state) -> None:
+        raise Refused(f"a pickle tries to change a {type(self).__name__}")
+
+
 @dataclass(frozen=True, slots=True)
-class StorageType:
+class StorageType(_Sealed):
     name: str  # torch's dtype name
     dtype: type
 
 
 @dataclass(frozen=True, slots=True)
-class Storage:
+class Storage(_Sealed):
     """One storage as `persistent_load` returns it (only our code can make one)."""
 
     array: np.ndarray
@@ -78,7 +87,7 @@ class Storage:
 
 
 @dataclass(frozen=True, slots=True)
-class Tensor:
+class Tensor(_Sealed):
     """A tensor read without torch: its numpy array (a memory map where possible) and torch dtype name.
 
     Frozen with slots, so a pickle's BUILD opcode cannot replace its array."""
@@ -318,8 +327,8 @@ def scan_pickle(stream) -> list[tuple]:
             elif name == "BUILD":
                 state = pop()
                 target = stack[-1] if stack else pop()
-                if target.kind != "obj":
-                    raise Refused(f"a pickle BUILD on a {target.kind}")
+                if target.kind != "obj" or target.value != GlobalRef("collections", "OrderedDict"):
+                    raise Refused("a pickle BUILD on something other than an OrderedDict")
                 target.depth = max(target.depth, node("obj", [state]).depth)
             elif name == "BINPERSID":
                 pid = pop()

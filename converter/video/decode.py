@@ -14,6 +14,7 @@ import numpy as np
 
 from vrconvert.converter.arch.spec import Preprocessing
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import limits
 from vrconvert.converter.video import preprocess
 from vrconvert.converter.video.preprocess import KINETICS
 
@@ -47,7 +48,23 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise InputError(f"{path}: no video stream in this file")
+    try:
+        check_resolution(path, container.streams.video[0].codec_context)
+    except InputError:
+        container.close()
+        raise
     return container
+
+
+def check_resolution(path: Path, codec) -> None:
+    """Refuses frames larger than `limits.VIDEO_SIDE`/`limits.VIDEO_PIXELS` from the stream's declared
+    size, before anything is decoded (one 16000x16000 frame is 768 MB as rgb24, 3 GB as float32)."""
+    width, height = int(codec.width or 0), int(codec.height or 0)
+    if max(width, height) > limits.VIDEO_SIDE or width * height > limits.VIDEO_PIXELS:
+        raise InputError(
+            f"{path}: {width}x{height} frames are larger than vrconvert's limit of "
+            f"{limits.VIDEO_SIDE} pixels a side and {limits.VIDEO_PIXELS:,} pixels a frame"
+        )
 
 
 def _decode(path: Path, wanted: set[int], size: tuple[int, int] | None) -> tuple[dict[int, np.ndarray], int]:
@@ -64,6 +81,11 @@ def _decode(path: Path, wanted: set[int], size: tuple[int, int] | None) -> tuple
         try:
             for count, frame in enumerate(container.decode(stream), start=1):
                 index = count - 1
+                if (
+                    max(frame.width, frame.height) > limits.VIDEO_SIDE
+                    or frame.width * frame.height > limits.VIDEO_PIXELS
+                ):
+                    raise InputError(f"{path}: frame {index} is {frame.width}x{frame.height}, over vrconvert's limit")
                 if index in wanted:
                     rgb = frame.to_ndarray(format="rgb24")
                     kept[index] = rgb if size is None else preprocess.resize_uint8(rgb[None], size)[0]

@@ -1,0 +1,249 @@
+"""Checks of a Keras file BEFORE Keras builds, extracts or allocates anything from it.
+
+`keras.models.load_model` builds every layer its config declares (a 32768x32768 Dense is 4 GB) and
+extracts the archive's members (to $TMPDIR when large) before vrconvert sees a single weight. So the
+file is read here first, within `limits`:
+- a `.keras` zip: member count, names and uncompressed sizes from the central directory; config.json
+  size; the config's layers (built-in classes of vrconvert's models only, float dtype policies) and
+  the weight shapes they declare, which must fit a known architecture (the same detection as for a
+  torch checkpoint); the weights file's datasets must be exactly those shapes, and its size what
+  they need.
+- a legacy `.h5` model: the same config (from its `model_config` attribute) and datasets.
+- a `.weights.h5`: object count, group names, dataset ranks, sizes and dtypes (the accounting's rule).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+from vrconvert.converter.conversion import accounting
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import limits
+from vrconvert.converter.formats.checkpoint import require_regular_file
+
+# The built-in Keras layers vrconvert's models are made of (tests check every variant against it).
+LAYER_CLASSES = frozenset(
+    {
+        "InputLayer",
+        "Conv3D",
+        "BatchNormalization",
+        "Dense",
+        "ReLU",
+        "Activation",
+        "ZeroPadding3D",
+        "Add",
+        "Multiply",
+        "GlobalAveragePooling3D",
+        "GlobalMaxPooling3D",
+        "AveragePooling3D",
+        "MaxPooling3D",
+    }
+)
+FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
+KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
+H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
+
+
+def _refuse(path: Path, why: str) -> InputError:
+    return InputError(f"{path}: refused before loading: {why}")
+
+
+def check(path: Path, arch: str | None = None) -> None:
+    """Raises a one-line InputError unless the Keras file at `path` is within every limit and its
+    declared layers fit a known architecture (`arch` when given)."""
+    require_regular_file(path)
+    name = path.name
+    try:
+        if name.endswith(".weights.h5"):
+            check_weights_h5(path)
+        elif name.endswith(".keras"):
+            _check_keras_zip(path, arch)
+        elif name.endswith(".h5"):
+            _check_legacy_h5(path, arch)
+    except InputError as exc:
+        text = str(exc)
+        raise (exc if text.startswith(str(path)) else _refuse(path, text)) from exc
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, zipfile.BadZipFile, EOFError) as exc:
+        raise _refuse(
+            path, f"unreadable ({type(exc).__name__}: {limits.brief(str(exc)[:200]).strip(chr(39))})"
+        ) from exc
+
+
+def _check_keras_zip(path: Path, arch: str | None) -> None:
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        limits.check("the number of archive members", len(infos), limits.KERAS_MEMBERS)
+        for info in infos:
+            if not KERAS_MEMBERS.fullmatch(info.filename) or ".." in info.filename:
+                raise InputError(f"an unexpected archive member {limits.brief(info.filename)}")
+        if len({i.filename for i in infos}) != len(infos):
+            raise InputError("duplicate archive members")
+        limits.check("the archive's uncompressed size", sum(i.file_size for i in infos), limits.KERAS_BYTES, " bytes")
+        names = {i.filename: i for i in infos}
+        if "config.json" not in names or "model.weights.h5" not in names:
+            raise InputError("not a Keras 3 model archive (no config.json or model.weights.h5)")
+        config_info = names["config.json"]
+        limits.check("config.json", config_info.file_size, limits.KERAS_CONFIG_BYTES, " bytes")
+        with archive.open(config_info) as member:
+            text = member.read(limits.KERAS_CONFIG_BYTES + 1)
+        limits.check("config.json", len(text), limits.KERAS_CONFIG_BYTES, " bytes")
+        shapes = _declared_shapes(json.loads(text), arch)
+        weights = names["model.weights.h5"]
+        most = 8 * sum(_numel(s) for s in shapes.values()) + 16 * limits.MIB  # float64 at most, plus HDF5's own
+        limits.check("model.weights.h5", weights.file_size, most, " bytes")
+        import h5py
+
+        with archive.open(weights) as member, h5py.File(member, "r") as f:  # reads HDF5's metadata only
+            _check_datasets(f, Counter(shapes.values()))
+
+
+def _check_legacy_h5(path: Path, arch: str | None) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("model_config")
+        if raw is None or "model_weights" not in f:
+            raise InputError("not a Keras .h5 model (no model_config or model_weights); a .weights.h5?")
+        if not isinstance(raw, str | bytes):
+            raise InputError("a malformed model_config attribute")
+        limits.check("the model_config attribute", len(raw), limits.KERAS_CONFIG_BYTES, " bytes")
+        stored = _check_datasets(f["model_weights"], None)  # `layer/layer/var` -> shape
+        by_path = {f"{n.split('/')[0]}/{n.rsplit('/', 1)[-1]}": shape for n, shape in stored.items()}
+        shapes = _declared_shapes(json.loads(raw), arch, by_path)
+        if Counter(stored.values()) != Counter(shapes.values()):
+            raise InputError("its weights do not match the shapes its config declares")
+
+
+def check_weights_h5(path: Path) -> dict[str, tuple[int, ...]]:
+    """The dataset shapes of a `.weights.h5` (checked: count, names, ranks, sizes, dtypes)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return _check_datasets(f, None)
+
+
+def _check_datasets(group, expected: Counter | None) -> dict[str, tuple[int, ...]]:
+    """Walks `group`'s objects (at most `limits.H5_OBJECTS`): every dataset floating point (the
+    accounting's dtype rule), at most 5-D, within the element cap; with `expected`, the shapes must
+    be exactly that multiset."""
+    import h5py
+
+    found: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
+    count = 0
+
+    def visit(name: str, obj) -> None:
+        nonlocal count
+        count += 1
+        limits.check("the number of HDF5 objects", count, limits.H5_OBJECTS)
+        parts = name.split("/")
+        if parts[0] == "layers" and len(parts) > 1 and not H5_LAYER_NAME.fullmatch(parts[1]):
+            raise InputError(f"an unexpected HDF5 group {limits.brief(parts[1])}")
+        if isinstance(obj, h5py.Dataset):
+            shape = tuple(int(n) for n in obj.shape)
+            if len(shape) > 5:
+                raise InputError(f"a {len(shape)}-D dataset {limits.brief(name)}")
+            found[name] = shape
+            dtypes[name] = "bfloat16" if obj.dtype.name == "void16" else obj.dtype.name
+
+    group.visititems(visit)
+    total = sum(_numel(s) for s in found.values())
+    limits.check("the number of elements in the file", total, limits.STATE_ELEMENTS)
+    accounting.check_dtypes(dtypes, "the file")
+    if expected is not None and Counter(found.values()) != expected:
+        extra = Counter(found.values()) - expected
+        raise InputError(
+            "its weights do not match the shapes its config declares"
+            + (f" (unexpected {', '.join(map(str, list(extra)[:3]))})" if extra else "")
+        )
+    return found
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def _int(value, what: str, most: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise InputError(f"{what} is {limits.brief(value)}, not an integer from 1 to {most:,}")
+    return value
+
+
+def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> dict[str, tuple[int, ...]]:
+    """The weight shapes a Functional model's config declares, by variable path, after checking each
+    layer; they must fit a known architecture (detected exactly as for a torch checkpoint). A legacy
+    `.h5` config records no input shapes: there a layer's input channels are read from its `stored`
+    weights (the declared kernel sizes, filters and units must then agree with them)."""
+    from vrconvert.converter.formats.keras_io import torch_shapes_of
+
+    if not isinstance(config, dict) or config.get("class_name") != "Functional":
+        raise InputError("not a Keras functional model")
+    layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
+    if not isinstance(layers, list):
+        raise InputError("a model config without a layer list")
+    limits.check("the number of layers", len(layers), limits.H5_OBJECTS)
+    shapes: dict[str, tuple[int, ...]] = {}
+    activation = None
+    for layer in layers:
+        if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
+            raise InputError("a malformed layer in the config")
+        kind, cfg = layer.get("class_name"), layer["config"]
+        name = cfg.get("name")
+        if kind not in LAYER_CLASSES or layer.get("module", "keras.layers") not in ("keras.layers", None):
+            raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
+        if not isinstance(name, str) or not name:
+            raise InputError("a layer without a name")
+        policy = cfg.get("dtype")
+        policy = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+        if policy is not None and policy not in FLOAT_POLICIES:
+            raise InputError(f"layer {limits.brief(name)} has the dtype policy {limits.brief(policy)}")
+        if name == "stem_2":
+            activation = "relu" if kind == "ReLU" else cfg.get("activation")
+        if kind not in ("Conv3D", "Dense", "BatchNormalization"):
+            continue
+        build = layer.get("build_config") or {}
+        shape = build.get("input_shape") if isinstance(build, dict) else None
+        if (not isinstance(shape, list) or not shape) and stored is not None:
+            weight = stored.get(f"{name}/kernel" if kind != "BatchNormalization" else f"{name}/moving_mean")
+            shape = [weight[-2] if kind == "Conv3D" else weight[0]] if weight else None
+        if not isinstance(shape, list) or not shape:
+            raise InputError(f"layer {limits.brief(name)} declares no input shape")
+        channels = _int(shape[-1], f"layer {limits.brief(name)}'s input channels", limits.LAYER_UNITS)
+        if kind == "Conv3D":
+            filters = _int(cfg.get("filters"), f"layer {limits.brief(name)}'s filters", limits.LAYER_UNITS)
+            kernel = cfg.get("kernel_size")
+            if not isinstance(kernel, list) or len(kernel) != 3:
+                raise InputError(f"layer {limits.brief(name)} has a malformed kernel size")
+            sides = tuple(_int(k, f"layer {limits.brief(name)}'s kernel", limits.KERNEL_SIZE) for k in kernel)
+            shapes[f"{name}/kernel"] = (*sides, channels, filters)
+            if cfg.get("use_bias"):
+                shapes[f"{name}/bias"] = (filters,)
+        elif kind == "Dense":
+            units = _int(cfg.get("units"), f"layer {limits.brief(name)}'s units", limits.LAYER_UNITS)
+            shapes[f"{name}/kernel"] = (channels, units)
+            if cfg.get("use_bias", True):
+                shapes[f"{name}/bias"] = (units,)
+        else:
+            for var, wanted in (("gamma", "scale"), ("beta", "center")):
+                if cfg.get(wanted, True):
+                    shapes[f"{name}/{var}"] = (channels,)
+            shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
+    limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
+    activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
+    model_name = config["config"].get("name")
+    try:  # a BatchNorm-folded model (another helper's models_tf.fold) is detected by its own rule
+        from vrconvert.models_tf import fold
+    except ImportError:
+        fold = None
+    if fold is not None and isinstance(model_name, str) and model_name.endswith(fold.FOLDED_SUFFIX):
+        fold.detect(shapes, arch, activation)
+    else:
+        accounting.detect(torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
+    return shapes
