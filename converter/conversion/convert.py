@@ -100,13 +100,24 @@ def torch_to_keras(
     validate: bool = True,
     tolerance: float = parity.DEFAULT_TOLERANCE,
     clips: dict[str, np.ndarray] | None = None,
+    fold_bn: bool = False,
 ) -> Result:
-    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing."""
+    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing.
+
+    With `fold_bn`, the Keras model is the inference form with every BatchNorm folded into its conv
+    (`models_tf.fold`; `.keras`/`.h5` only: a `.weights.h5` carries no config to tell it apart)."""
     start = time.perf_counter()
     dst = Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES)
+    if fold_bn and suffix == ".weights.h5":
+        raise InputError(f"{dst}: --fold-bn writes a whole model (.keras or .h5), not .weights.h5")
     ckpt, variant = load_state(src, arch)
-    model = keras_io.build_model(variant, ckpt.state)
+    if fold_bn:
+        from vrconvert.models_tf import fold
+
+        model = fold.build_folded(variant, ckpt.state)
+    else:
+        model = keras_io.build_model(variant, ckpt.state)
     result = Result(
         str(src),
         str(dst),
