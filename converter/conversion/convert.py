@@ -179,6 +179,10 @@ def keras_to_torch(
     dst = Path(dst)
     suffix = check_target(dst, force, checkpoint.TORCH_SUFFIXES)
     src = Path(src)
+    from vrconvert.converter.conversion import seeds  # the public Keras projects' own weight files
+
+    if seeds.is_seed_file(src):
+        return seeds.seed_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force)
     variant, variables = keras_io.read_keras_file(src, arch, num_classes)
     state = mapping.to_torch(variant, variables)
     report = accounting.account(variant, accounting.shapes_of(state))
