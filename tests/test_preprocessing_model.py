@@ -362,3 +362,31 @@ def test_predict_feeds_raw_frames_to_a_preprocessing_model(saved_pair, capsys):
     np.testing.assert_allclose(
         [t["probability"] for t in results[1]["top"]], [t["probability"] for t in results[0]["top"]], atol=1e-5
     )
+
+
+def test_a_wrapped_layer_other_than_the_resize_is_refused_before_loading(saved_pair, tmp_path):
+    """TimeDistributed builds whatever it wraps: a file may wrap only the transform's Resizing."""
+    import json
+    import zipfile
+
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.formats import keras_io
+
+    _, frames_file, _ = saved_pair
+    hostile = tmp_path / "wrapped.keras"
+    with zipfile.ZipFile(frames_file) as src, zipfile.ZipFile(hostile, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["class_name"] == "TimeDistributed":
+                        layer["config"]["layer"] = {
+                            "module": "keras.layers",
+                            "class_name": "Dense",
+                            "config": {"name": "huge", "units": 1 << 30},
+                        }
+                data = json.dumps(config).encode()
+            dst.writestr(info, data)
+    with pytest.raises(InputError, match="wraps a layer"):
+        keras_io.load_keras_model(hostile)

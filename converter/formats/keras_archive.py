@@ -42,7 +42,7 @@ LAYER_CLASSES = frozenset(
         "AveragePooling3D",
         "MaxPooling3D",
     }
-)
+) | {"Rescaling", "TimeDistributed", "Cropping3D", "Normalization"}  # the in-model transform (models_tf.preprocessing)
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -202,8 +202,15 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             raise InputError("a layer without a name")
         policy = cfg.get("dtype")
         policy = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
-        if policy is not None and policy not in FLOAT_POLICIES:
+        if policy is not None and policy not in FLOAT_POLICIES and (kind, policy) != ("InputLayer", "uint8"):
             raise InputError(f"layer {limits.brief(name)} has the dtype policy {limits.brief(policy)}")
+        if kind == "TimeDistributed":  # the per-frame resize only: Keras builds the wrapped layer too
+            inner = cfg.get("layer")
+            inner = inner if isinstance(inner, dict) and isinstance(inner.get("config"), dict) else {"config": {}}
+            if inner.get("class_name") != "Resizing" or inner.get("module", "keras.layers") != "keras.layers":
+                raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
+            for side in ("height", "width"):
+                _int(inner["config"].get(side), f"layer {limits.brief(name)}'s {side}", limits.CLIP_SIDE)
         if name == "stem_2":
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
         if kind not in ("Conv3D", "Dense", "BatchNormalization"):
