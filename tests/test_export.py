@@ -15,6 +15,7 @@ import pytest
 from helpers import invoke, make_checkpoint, save_state, torch_logits
 
 from vrconvert.converter import parity
+from vrconvert.converter.errors import InputError
 
 ARCH = "mc3_18"  # the smallest of the three: every format's export stays within the test budget
 DESTINATIONS = {"saved_model": "model", "litert": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
@@ -203,3 +204,20 @@ def test_cli_names_the_extra_when_a_runtime_is_missing(checkpoint, tmp_path, blo
     last = proc.stderr.strip().splitlines()[-1]
     assert blocked in last and "pip install 'vrconvert[export]'" in last
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_commit_restores_the_old_artifact_when_a_move_fails(tmp_path):
+    from vrconvert.converter.deploy import atomic
+
+    old_bin, old_xml = tmp_path / "m.bin", tmp_path / "m.xml"
+    old_bin.write_text("old bin")
+    old_xml.write_text("old xml")
+    with atomic.staging(old_xml) as folder:
+        (folder / "m.bin").write_text("new bin")  # the .xml was never written: the second move fails
+        with pytest.raises(FileNotFoundError):
+            atomic.commit([folder / "m.bin", folder / "m.xml"], [old_bin, old_xml], force=True)
+        (folder / "m.xml").write_text("new xml")
+        with pytest.raises(InputError, match="appeared while exporting"):
+            atomic.commit([folder / "m.bin", folder / "m.xml"], [old_bin, old_xml], force=False)
+    assert (old_bin.read_text(), old_xml.read_text()) == ("old bin", "old xml")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats.output import removed_on_signal
 
 
 def check_targets(targets: list[Path], force: bool) -> None:
@@ -37,23 +38,27 @@ def staging(dst: Path) -> Iterator[Path]:
     """A fresh temporary folder in DST's folder (so the final renames stay on one file system); removed
     on exit, whatever is still in it."""
     folder = dst.parent / f".{dst.name}.partial-{secrets.token_hex(4)}"
-    folder.mkdir()
     try:
-        yield folder
+        with removed_on_signal():  # SIGTERM/SIGINT end through this `finally` too
+            folder.mkdir()
+            yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def commit(staged: list[Path], targets: list[Path]) -> None:
+def commit(staged: list[Path], targets: list[Path], force: bool) -> None:
     """Moves each staged path onto its target (files or directories), the last one last: the artifact a
-    runtime opens (.xml, .tflite, ...) appears only once its companions are in place. Replaced targets
-    are set aside first and restored if any move fails."""
+    runtime opens (.xml, .tflite, ...) appears only once its companions are in place. With `force`,
+    replaced targets are set aside first and restored if any move fails; without it, a target that
+    appeared while exporting is left alone."""
     token = secrets.token_hex(4)
     aside: list[tuple[Path, Path]] = []
     moved: list[Path] = []
     try:
         for target in targets:
             if target.exists() or target.is_symlink():
+                if not force:
+                    raise InputError(f"{target}: appeared while exporting; left it alone (use --force to replace it)")
                 old = target.parent / f".{target.name}.old-{token}"
                 os.replace(target, old)
                 aside.append((old, target))

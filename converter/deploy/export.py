@@ -173,7 +173,7 @@ def export(
                     "nothing was written"
                 )
         del runner
-        atomic.commit(staged, [folder_to_target(p, folder, dst) for p in staged])
+        atomic.commit(staged, [folder_to_target(p, folder, dst) for p in staged], force)
     result.files = {str(p): _size(p) for p in final}
     result.seconds["total"] = time.perf_counter() - start
     return result
