@@ -47,11 +47,18 @@ def _report(result, as_json: bool) -> None:
 @force_option
 @click.option("--no-validate", is_flag=True, help="Skip the logits parity check.")
 @click.option("--fold-bn", is_flag=True, help="Fold every BatchNorm into the conv before it (inference only).")
+@click.option(
+    "--include-preprocessing",
+    is_flag=True,
+    help="The model takes uint8 frames (N, T, H, W, 3) of any size and applies torchvision's Kinetics transform.",
+)
 @tolerance_option
 @frames_option
 @click.option("--size", default="112x112", show_default=True, help="HxW of the random parity clip.")
 @json_option
-def torch2keras(paths, arch, pretrained, force, no_validate, fold_bn, tolerance, frames, size, as_json) -> None:
+def torch2keras(
+    paths, arch, pretrained, force, no_validate, fold_bn, include_preprocessing, tolerance, frames, size, as_json
+) -> None:
     """Convert a torch checkpoint SRC (.pth, .pt, .safetensors) to DST (.keras, .h5 or .weights.h5).
 
     With --pretrained ARCH, only DST is given: torchvision's Kinetics-400 checkpoint is downloaded
@@ -87,8 +94,9 @@ def torch2keras(paths, arch, pretrained, force, no_validate, fold_bn, tolerance,
         force=force,
         validate=not no_validate,
         tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
-        clips=None if no_validate else convert.default_clips(frames, clip_size),
+        clips=None if no_validate else convert.default_clips(frames, clip_size, raw=include_preprocessing),
         fold_bn=fold_bn,
+        include_preprocessing=include_preprocessing,
     )
     _report(result, as_json)
 

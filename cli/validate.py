@@ -72,11 +72,13 @@ def validate(
     keras_backend = runtime.resolve_backend(keras_backend)
     if not runtime.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
+    from vrconvert.converter.formats import keras_io
     from vrconvert.converter.parity import validate as validator
 
     tolerance = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
+    raw = keras_io.takes_frames(keras_file)  # a model that preprocesses itself is fed decoded frames
     clips = validator.clips_for(
-        frames=frames, size=parse_size(size), random=random_clips, sample=not no_sample, videos=videos
+        frames=frames, size=parse_size(size), random=random_clips, sample=not no_sample, videos=videos, raw=raw
     )
     if not clips:
         raise click.UsageError("nothing to compare: give --random N, --video FILE or leave the packaged clip in")

@@ -61,3 +61,12 @@ class PreprocessedVideoResNet(VideoResNet):
 
     def run(self, frames: torch.Tensor, keep: Iterable[str] = ()) -> dict[str, torch.Tensor]:
         return super().run(self.preprocess(frames), keep)
+
+
+def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
+    """`model` fed uint8 frames: the same network and weights, torchvision's transform in front."""
+    if isinstance(model, PreprocessedVideoResNet):
+        return model
+    out = PreprocessedVideoResNet(model.arch, model.layers)
+    out.load_state_dict(model.state_dict(), strict=True)
+    return out.to(next(model.parameters()).device).train(model.training)

@@ -390,3 +390,52 @@ def test_a_wrapped_layer_other_than_the_resize_is_refused_before_loading(saved_p
             dst.writestr(info, data)
     with pytest.raises(InputError, match="wraps a layer"):
         keras_io.load_keras_model(hostile)
+
+
+# ---- conversion and validation ---------------------------------------------------------------------
+
+
+def test_torch2keras_validate_keras2torch_with_preprocessing(saved_pair, tmp_path, capsys):
+    import json
+
+    import torch
+    from helpers import invoke
+
+    from vrconvert.converter.formats import keras_io
+
+    pth = saved_pair[0]
+    out = tmp_path / "frames.keras"
+    code, stdout, err = invoke(
+        ["torch2keras", pth, out, "--include-preprocessing", "--frames", "4", "--size", "240x320", "--json"], capsys
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["passed"] and result["cases"][0]["input"].startswith("random frames")
+    assert keras_io.takes_frames(out)
+    code, stdout, err = invoke(["validate", pth, out, "--frames", "4", "--size", "180x250", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["passed"] and len(report["cases"]) == 2 and max(c["max_rel_diff"] for c in report["cases"]) <= 1e-4
+    back = tmp_path / "back.pth"
+    code, stdout, err = invoke(["keras2torch", out, back], capsys)
+    assert code == 0 and "include_preprocessing=True" in err + stdout
+    original, round_trip = torch.load(pth, weights_only=True), torch.load(back, weights_only=True)
+    assert list(round_trip) == list(original)
+    assert all(torch.equal(original[k], round_trip[k]) for k in original if not k.endswith("num_batches_tracked"))
+    code, _, err = invoke(["torch2keras", pth, tmp_path / "w.weights.h5", "--include-preprocessing"], capsys)
+    assert code == 2 and "--include-preprocessing" in err
+
+
+def test_validate_fails_a_model_cropped_the_keras_way(saved_pair, tmp_path, capsys, monkeypatch):
+    """Keras' CenterCrop offset (floor) instead of torchvision's (round): one column off, caught end to end."""
+    import json
+
+    from helpers import invoke
+
+    from vrconvert.models_tf import preprocessing
+
+    monkeypatch.setattr(preprocessing, "crop_offsets", lambda n, c: ((n - c) // 2, n - c - (n - c) // 2))
+    _, _, wrong = _pair("r3d_18", seed=9)
+    wrong.save(tmp_path / "wrong.keras")
+    code, stdout, _ = invoke(["validate", saved_pair[0], tmp_path / "wrong.keras", "--frames", "4", "--json"], capsys)
+    assert code == 1 and not json.loads(stdout)["passed"]

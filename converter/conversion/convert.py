@@ -80,15 +80,15 @@ def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]
     return mapping.to_torch(variant, keras_io.variables_of(model))
 
 
-def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112)) -> dict[str, np.ndarray]:
+def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112), raw: bool = False) -> dict[str, np.ndarray]:
     """The post-conversion check's inputs: one seeded random clip and the packaged real clip
-    (left out, with a note, where PyAV is not installed)."""
+    (left out, with a note, where PyAV is not installed); `raw`: uint8 frames, for a preprocessing model."""
     has_pyav = importlib.util.find_spec("av") is not None
     if not has_pyav:
         warnings.warn(
             "the real-clip parity check needs PyAV (pip install 'vrconvert[video]'); random clip only", stacklevel=2
         )
-    return validator.clips_for(frames=frames, size=size, random=1, sample=has_pyav)
+    return validator.clips_for(frames=frames, size=size, random=1, sample=has_pyav, raw=raw)
 
 
 def torch_to_keras(
@@ -101,23 +101,29 @@ def torch_to_keras(
     tolerance: float = parity.DEFAULT_TOLERANCE,
     clips: dict[str, np.ndarray] | None = None,
     fold_bn: bool = False,
+    include_preprocessing: bool = False,
 ) -> Result:
     """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing.
 
     With `fold_bn`, the Keras model is the inference form with every BatchNorm folded into its conv
-    (`models_tf.fold`; `.keras`/`.h5` only: a `.weights.h5` carries no config to tell it apart)."""
+    (`models_tf.fold`; `.keras`/`.h5` only: a `.weights.h5` carries no config to tell it apart).
+    With `include_preprocessing`, it takes uint8 frames and applies torchvision's transform itself
+    (`models_tf.preprocessing`; `.keras`/`.h5` only), checked against torchvision's transform + torch."""
     start = time.perf_counter()
     dst = Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES)
     if fold_bn and suffix == ".weights.h5":
         raise InputError(f"{dst}: --fold-bn writes a whole model (.keras or .h5), not .weights.h5")
+    if include_preprocessing and (suffix == ".weights.h5" or fold_bn):
+        why = "with --fold-bn" if fold_bn else "to .weights.h5 (no config to carry it)"
+        raise InputError(f"{dst}: --include-preprocessing cannot be written {why}; write a .keras or .h5")
     ckpt, variant = load_state(src, arch)
     if fold_bn:
         from vrconvert.models_tf import fold
 
         model = fold.build_folded(variant, ckpt.state)
     else:
-        model = keras_io.build_model(variant, ckpt.state)
+        model = keras_io.build_model(variant, ckpt.state, include_preprocessing=include_preprocessing)
     result = Result(
         str(src),
         str(dst),
@@ -134,7 +140,7 @@ def torch_to_keras(
             variant,
             torch_model_from_state(variant, ckpt.state),
             model,
-            clips or default_clips(),
+            clips or default_clips(raw=include_preprocessing),
             runtime.prepare("cpu"),
             tolerance,
         )
@@ -184,6 +190,12 @@ def keras_to_torch(
     if seeds.is_seed_file(src):
         return seeds.seed_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force)
     variant, variables = keras_io.read_keras_file(src, arch, num_classes)
+    notes = []
+    if keras_io.takes_frames(src):  # a state dict has no input contract: say how to keep the Keras file's
+        notes.append(
+            f"{src.name} takes uint8 frames: load this state dict into "
+            f"vrconvert.models_torch.build({variant.name!r}, include_preprocessing=True) for the same input"
+        )
     state = mapping.to_torch(variant, variables)
     report = accounting.account(variant, accounting.shapes_of(state))
     assert report.ok, report.summary()  # to_torch writes exactly torchvision's layout
@@ -197,7 +209,7 @@ def keras_to_torch(
         count_params(expand(variant)),
         keras_io.keras_suffix(src),
         ["float32"],
-        [],
+        notes,
         None,
         time.perf_counter() - start,
     )

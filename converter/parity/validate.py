@@ -98,25 +98,42 @@ def clips_for(
     random: int = 1,
     sample: bool = True,
     videos: Sequence[str | Path] = (),
+    raw: bool = False,
 ) -> dict[str, np.ndarray]:
     """The validation inputs, by name, in torch layout (N, C, T, H, W): `random` seeded normal clips
-    of `size`, the packaged real clip and one centred clip of each video (Kinetics preprocessing)."""
+    of `size`, the packaged real clip and one centred clip of each video (Kinetics preprocessing).
+    With `raw`, uint8 frames (N, T, H, W, 3) instead, for models that preprocess themselves: seeded
+    uniform frames of `size` and the videos' decoded frames."""
     from vrconvert.converter import video
 
     clips = {
-        f"random(seed={seed}, {frames}x{size[0]}x{size[1]})": parity.random_clip(seed, frames, size)
+        f"random{' frames' if raw else ''}(seed={seed}, {frames}x{size[0]}x{size[1]})": (
+            random_frames(seed, frames, size) if raw else parity.random_clip(seed, frames, size)
+        )
         for seed in range(random)
     }
     for path in ([video.SAMPLE_CLIP] if sample else []) + [Path(v) for v in videos]:
-        clip = video.load_clips(path, frames=frames, layout="NCTHW")[0]
+        clip = video.load_clips(path, frames=frames, layout="NCTHW", raw=raw)[0]
         clips[clip.name if path == video.SAMPLE_CLIP else f"{path}[{clip.start_frame}:{clip.start_frame + frames}]"] = (
             clip.array
         )
     return clips
 
 
+def random_frames(seed: int, frames: int = 16, size: tuple[int, int] = (112, 112)) -> np.ndarray:
+    """Seeded uniform uint8 frames (1, T, H, W, 3), as a decoder gives them (noise: the hardest case
+    for the transform's rounding)."""
+    return np.random.default_rng(seed).integers(0, 256, (1, frames, *size, 3), dtype=np.uint8)
+
+
+def _keras_input(clip: np.ndarray) -> np.ndarray:
+    """The Keras side's input: raw uint8 frames as they are (both sides take NTHWC), else the transpose."""
+    return clip if clip.dtype == np.uint8 else np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1))
+
+
 def run_cases(torch_model, keras_run, clips: dict[str, np.ndarray], runtime: Runtime) -> Iterator[parity.Case]:
-    """Runs both models on every clip (torch layout in; the Keras side gets the transpose)."""
+    """Runs both models on every clip (torch layout in; the Keras side gets the transpose; uint8 frames
+    go to both sides as they are)."""
     import torch
 
     device = runtime.torch_device()
@@ -126,10 +143,9 @@ def run_cases(torch_model, keras_run, clips: dict[str, np.ndarray], runtime: Run
         with torch.no_grad():
             expected = torch_model(x).cpu().numpy()
         t_torch = time.perf_counter() - start
-        channels_last = np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1))
         start = time.perf_counter()
         with runtime.keras_scope():
-            got = keras_run(channels_last)
+            got = keras_run(_keras_input(clip))
         yield parity.compare(name, expected, got, t_torch, time.perf_counter() - start)
 
 
@@ -139,7 +155,7 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
     import torch
 
     from vrconvert.models_tf import fold
-    from vrconvert.models_tf.infer import predictor
+    from vrconvert.models_tf.preprocessing import predictor
 
     if fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
         pairs = fold.probe_pairs(arch)
@@ -147,7 +163,7 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
         pairs = [(r.name, keras_name(r.name), r.op) for r in expand(arch)]
     with runtime.keras_scope():
         probe = keras.Model(keras_model.inputs, [keras_model.get_layer(name).output for _, name, _ in pairs])
-        got = predictor(probe)(np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1)))
+        got = predictor(probe)(_keras_input(clip))
     with torch.no_grad():
         values = torch_model.run(torch.from_numpy(clip).to(runtime.torch_device()), keep=[t for t, _, _ in pairs])
     diffs = []
@@ -190,7 +206,11 @@ def check_models(
 
     `progress`, if given, wraps the iterator of cases (e.g. a progress bar of `len(clips)` steps).
     """
-    from vrconvert.models_tf.infer import predictor
+    from vrconvert.models_tf.preprocessing import has_preprocessing, predictor
+
+    if has_preprocessing(keras_model) != all(c.dtype == np.uint8 for c in clips.values()):
+        wanted = "uint8 frames (N, T, H, W, 3)" if has_preprocessing(keras_model) else "normalised float32 clips"
+        raise InputError(f"the Keras model takes {wanted}; compare it on those")
 
     def localise(torch_model, clip):
         return layer_diffs(arch, torch_model, keras_model, clip, runtime)
@@ -210,8 +230,13 @@ def check_runner(
 ) -> Report:
     """The one comparison: the torch model against `run`, anything that maps NTHWC clips to logits (a
     Keras model's predictor, an exported artifact's runtime). `localise(torch_model, clip)`, if given,
-    returns the per-layer figures on the worst clip when a case fails."""
+    returns the per-layer figures on the worst clip when a case fails. Clips of uint8 frames are for a
+    `run` that preprocesses itself: the torch model then gets torchvision's transform in front."""
     start = time.perf_counter()
+    if clips and all(c.dtype == np.uint8 for c in clips.values()):  # raw frames: torchvision's transform first
+        from vrconvert.models_torch.preprocessing import with_preprocessing
+
+        torch_model = with_preprocessing(torch_model)
     torch_model = torch_model.to(runtime.torch_device()).eval()
     cases_iter = run_cases(torch_model, run, clips, runtime)
     if progress is not None:
