@@ -14,10 +14,12 @@ numel and dtype in a tensor record (torch.save would refuse to write hostile one
 
 from __future__ import annotations
 
+import atexit
 import json
 import struct
 import subprocess
 import sys
+import tempfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -36,99 +38,115 @@ WORKER = textwrap.dedent(
     from vrconvert.cli.main import main
     from vrconvert.cli.errors import run_guarded
     import vrconvert.converter.formats.keras_io, vrconvert.converter.formats.checkpoint
-    cases = json.load(open(sys.argv[1]))
-    for case in cases:
-        folder = case["folder"]
-        os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
-        if case.get("prepare"):
-            module, _, name = case["prepare"][0].partition(":")
-            getattr(importlib.import_module(module), name)(*case["prepare"][1:])
-        before = set(os.listdir(folder))
-        start = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.chdir(folder)
-                os.environ["TMPDIR"] = os.path.join(folder, "tmp")
-                os.environ.update(case.get("env", {}))
-                resource.setrlimit(resource.RLIMIT_AS, (case["as_limit"], case["as_limit"]))
-                if case.get("fsize"):
-                    resource.setrlimit(resource.RLIMIT_FSIZE, (case["fsize"], case["fsize"]))
-                for fd, name in ((1, "stdout"), (2, "stderr")):
-                    os.dup2(os.open(os.path.join(folder, "." + name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
-                signal.alarm(case["deadline"])
-                if case.get("call"):
-                    module, _, name = case["call"][0].partition(":")
-                    fn = getattr(importlib.import_module(module), name)
-                    run_guarded(lambda: fn(*case["call"][1:]))
-                else:
-                    sys.argv = ["vrconvert", *case["argv"]]
-                    main()
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 99
-            sys.stdout.flush(); sys.stderr.flush()
-            os._exit(code)
-        if case.get("kill_after"):
-            time.sleep(case["kill_after"])
-            os.kill(pid, signal.SIGTERM)
-        _, status, usage = os.wait4(pid, 0)
-        seconds = time.monotonic() - start
-        read = lambda name: open(os.path.join(folder, "." + name), errors="replace", newline="").read()
-        left = sorted(p for p in os.listdir(folder) if p not in before and p not in (".stdout", ".stderr", "tmp"))
-        left += ["tmp/" + p for p in os.listdir(os.path.join(folder, "tmp"))]
-        result = {
-            "id": case["id"],
-            "code": os.waitstatus_to_exitcode(status),
-            "stdout": read("stdout")[-4000:],
-            "stderr": read("stderr")[-4000:],
-            "seconds": seconds,
-            "rss_mb": usage.ru_maxrss / 1024,
-            "new_files": left,
-        }
-        if case.get("cleanup"):
-            for name in os.listdir(folder):
-                path = os.path.join(folder, name)
-                if os.path.isfile(path) or os.path.islink(path):
-                    os.unlink(path)
-        print(json.dumps(result), flush=True)
+    print("READY", flush=True)
+    for line in sys.stdin:
+      for case in json.loads(line):
+          folder = case["folder"]
+          os.makedirs(os.path.join(folder, "tmp"), exist_ok=True)
+          if case.get("prepare"):
+              module, _, name = case["prepare"][0].partition(":")
+              getattr(importlib.import_module(module), name)(*case["prepare"][1:])
+          before = set(os.listdir(folder))
+          start = time.monotonic()
+          pid = os.fork()
+          if pid == 0:
+              try:
+                  os.chdir(folder)
+                  os.environ["TMPDIR"] = os.path.join(folder, "tmp")
+                  os.environ.update(case.get("env", {}))
+                  resource.setrlimit(resource.RLIMIT_AS, (case["as_limit"], case["as_limit"]))
+                  if case.get("fsize"):
+                      resource.setrlimit(resource.RLIMIT_FSIZE, (case["fsize"], case["fsize"]))
+                  for fd, name in ((1, "stdout"), (2, "stderr")):
+                      os.dup2(os.open(os.path.join(folder, "." + name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+                  signal.alarm(case["deadline"])
+                  if case.get("call"):
+                      module, _, name = case["call"][0].partition(":")
+                      fn = getattr(importlib.import_module(module), name)
+                      run_guarded(lambda: fn(*case["call"][1:]))
+                  else:
+                      sys.argv = ["vrconvert", *case["argv"]]
+                      main()
+                  code = 0
+              except SystemExit as exc:
+                  code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+              except BaseException:
+                  import traceback
+                  traceback.print_exc()
+                  code = 99
+              sys.stdout.flush(); sys.stderr.flush()
+              os._exit(code)
+          if case.get("kill_after"):
+              time.sleep(case["kill_after"])
+              os.kill(pid, signal.SIGTERM)
+          _, status, usage = os.wait4(pid, 0)
+          seconds = time.monotonic() - start
+          read = lambda name: open(os.path.join(folder, "." + name), errors="replace", newline="").read()
+          left = sorted(p for p in os.listdir(folder) if p not in before and p not in (".stdout", ".stderr", "tmp"))
+          left += ["tmp/" + p for p in os.listdir(os.path.join(folder, "tmp"))]
+          result = {
+              "id": case["id"],
+              "code": os.waitstatus_to_exitcode(status),
+              "stdout": read("stdout")[-4000:],
+              "stderr": read("stderr")[-4000:],
+              "seconds": seconds,
+              "rss_mb": usage.ru_maxrss / 1024,
+              "new_files": left,
+          }
+          if case.get("cleanup"):
+              for name in os.listdir(folder):
+                  path = os.path.join(folder, name)
+                  if os.path.isfile(path) or os.path.islink(path):
+                      os.unlink(path)
+          print(json.dumps(result), flush=True)
+      print("DONE", flush=True)
     """
 )
 
 
-def run_cases(cases: list[dict], tmp_path: Path, workers: int = 1, timeout: int = 600) -> dict[str, dict]:
+_WORKERS: list[tuple[subprocess.Popen, Path]] = []  # started once per test process, reused by every test
+
+
+def _worker(index: int) -> tuple[subprocess.Popen, Path]:
+    while len(_WORKERS) <= index:
+        log = Path(tempfile.mkstemp(prefix="hostile-worker-", suffix=".log")[1])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WORKER, "-", str(TESTS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(log, "w"),  # noqa: SIM115 (lives as long as the worker)
+            text=True,
+            cwd="/",
+        )
+        assert proc.stdout.readline().strip() == "READY", log.read_text()[-3000:]
+        atexit.register(proc.kill)
+        _WORKERS.append((proc, log))
+    return _WORKERS[index]
+
+
+def run_cases(cases: list[dict], tmp_path: Path, workers: int = 1) -> dict[str, dict]:
     """Runs `cases` (dicts with id, folder, argv or call, optional prepare/env/fsize/kill_after/
-    deadline) in `workers` forking workers; returns the results by id."""
+    deadline/cleanup) in `workers` forking workers; returns the results by id."""
     for case in cases:
         case.setdefault("deadline", 60)
         case.setdefault("as_limit", AS_LIMIT)
         case["folder"] = str(case["folder"])
     shards = [cases[i::workers] for i in range(workers)]
-    procs = []
-    for index, shard in enumerate(shards):
-        spec = tmp_path / f"cases-{index}.json"
-        spec.write_text(json.dumps(shard))
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, str(spec), str(TESTS)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                cwd="/",
-            )
-        )
+    procs = [_worker(index) for index in range(len(shards))]
+    for (proc, _), shard in zip(procs, shards, strict=True):
+        proc.stdin.write(json.dumps(shard) + "\n")
+        proc.stdin.flush()
     results = {}
-    for proc in procs:
-        out, err = proc.communicate(timeout=timeout)
-        for line in out.splitlines():
+    for proc, log in procs:
+        for line in proc.stdout:
+            if line.strip() == "DONE":
+                break
             if line.startswith("{"):
                 result = json.loads(line)
                 results[result["id"]] = result
-        assert proc.returncode == 0, f"the worker died ({proc.returncode}): {err[-3000:]}"
+        else:
+            _WORKERS.clear()
+            raise AssertionError(f"the worker died ({proc.wait()}): {log.read_text()[-3000:]}")
     missing = [c["id"] for c in cases if c["id"] not in results]
     assert not missing, f"no result for {missing[:5]}"
     return results

@@ -41,8 +41,20 @@ LAYER_CLASSES = frozenset(
         "GlobalMaxPooling3D",
         "AveragePooling3D",
         "MaxPooling3D",
+        # the preprocessing front a model may carry (models_tf.preprocessing): no weights
+        "Rescaling",
+        "Resizing",
+        "Cropping3D",
+        "Normalization",
+        "TimeDistributed",
     }
-) | {"Rescaling", "TimeDistributed", "Cropping3D", "Normalization"}  # the in-model transform (models_tf.preprocessing)
+)
+WRAPPED_CLASSES = frozenset({"Resizing", "Rescaling", "Cropping3D", "ZeroPadding3D", "ReLU", "Activation"}) | {
+    "Rescaling",
+    "TimeDistributed",
+    "Cropping3D",
+    "Normalization",
+}  # the in-model transform (models_tf.preprocessing)
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -176,6 +188,13 @@ def _int(value, what: str, most: int) -> int:
     return value
 
 
+def _check_resizing(cfg, name: str) -> None:
+    """A Resizing layer's output (every frame at run time) is within the video bound."""
+    if isinstance(cfg, dict) and ("height" in cfg or "width" in cfg):
+        _int(cfg.get("height"), f"layer {limits.brief(name)}'s height", limits.VIDEO_SIDE)
+        _int(cfg.get("width"), f"layer {limits.brief(name)}'s width", limits.VIDEO_SIDE)
+
+
 def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> dict[str, tuple[int, ...]]:
     """The weight shapes a Functional model's config declares, by variable path, after checking each
     layer; they must fit a known architecture (detected exactly as for a torch checkpoint). A legacy
@@ -211,6 +230,13 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
                 raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
             for side in ("height", "width"):
                 _int(inner["config"].get(side), f"layer {limits.brief(name)}'s {side}", limits.CLIP_SIDE)
+        if kind == "TimeDistributed":  # only a weightless layer may be wrapped
+            inner = cfg.get("layer")
+            if not isinstance(inner, dict) or inner.get("class_name") not in WRAPPED_CLASSES:
+                raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
+            _check_resizing(inner.get("config"), name)
+        if kind == "Resizing":
+            _check_resizing(cfg, name)
         if name == "stem_2":
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
         if kind not in ("Conv3D", "Dense", "BatchNormalization"):
