@@ -1,0 +1,232 @@
+"""Execution layouts of a vrconvert Keras model: the same network and weights, rearranged for a backend.
+
+The `.keras` file has one contract: channels-last (N, T, H, W, C) input, the layout TensorFlow's CPU
+kernels need. Keras' torch backend runs channels-last convolutions by copying every activation to
+torch's layout and back (about 40% of its time), so on torch vrconvert runs a channels-first twin of
+the model. The twin is derived from the channels-last model's own config (public
+`get_config`/`from_config`, built-in layers only), so it follows whatever vocabulary the builder
+grows, and refuses a layer it does not know rather than guessing.
+
+A Conv3D kernel is stored as (T, H, W, in, out) whatever the data format, so the twin takes the
+original's weights unchanged. Optionally, a strided 1x1x1 convolution (the ResNet shortcut) becomes
+an exact strided selection (a 1-wide MaxPooling3D with the conv's stride) and a stride-1 1x1x1
+convolution: the same numbers, but a kernel the backends run fast where their strided 1x1x1 path
+is slow.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+DataFormat = Literal["channels_last", "channels_first"]
+
+# Layers whose config carries a data_format and whose weights do not depend on it.
+_FORMATTED = {
+    "Conv3D",
+    "ZeroPadding3D",
+    "AveragePooling3D",
+    "MaxPooling3D",
+    "GlobalAveragePooling3D",
+    "GlobalMaxPooling3D",
+}
+# Layers that act elementwise (or on 2-D tensors after the global pool): unchanged by the layout.
+_ELEMENTWISE = {"ReLU", "Activation", "Add", "Multiply"}
+
+
+def _rename_inputs(data, old: str, new: str):
+    """`data` (a layer's serialised call arguments) with every reference to layer `old` pointing at `new`."""
+    if isinstance(data, dict):
+        if data.get("class_name") == "__keras_tensor__" and data["config"]["keras_history"][0] == old:
+            data = copy.deepcopy(data)
+            data["config"]["keras_history"] = [new, *data["config"]["keras_history"][1:]]
+            return data
+        return {k: _rename_inputs(v, old, new) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return type(data)(_rename_inputs(v, old, new) for v in data)
+    return data
+
+
+def _strided_pointwise(layer: dict) -> bool:
+    """Whether a layer config is a 1x1x1 Conv3D with a stride > 1 (a ResNet shortcut)."""
+    cfg = layer["config"]
+    return (
+        layer["class_name"] == "Conv3D"
+        and tuple(cfg["kernel_size"]) == (1, 1, 1)
+        and any(s > 1 for s in cfg["strides"])
+        and tuple(cfg["dilation_rate"]) == (1, 1, 1)
+        and cfg["padding"] == "valid"
+    )
+
+
+def _selection(conv: dict, data_format: DataFormat) -> dict:
+    """The config of a 1-wide MaxPooling3D with `conv`'s stride, reading `conv`'s input: the strided
+    selection half of a split shortcut (max over one element is that element, bit for bit)."""
+    name = f"{conv['name']}_stride"
+    return {
+        "module": "keras.layers",
+        "class_name": "MaxPooling3D",
+        "config": {
+            "name": name,
+            "trainable": False,
+            "dtype": conv["config"]["dtype"],
+            "pool_size": [1, 1, 1],
+            "strides": list(conv["config"]["strides"]),
+            "padding": "valid",
+            "data_format": data_format,
+        },
+        "registered_name": None,
+        "name": name,
+        "inbound_nodes": copy.deepcopy(conv["inbound_nodes"]),
+    }
+
+
+def _permute(name: str, source: str, shape, dims: list[int]) -> dict:
+    """The config of a Permute layer reading layer `source`'s output (of shape `shape`)."""
+    history = {"shape": list(shape), "dtype": "float32", "keras_history": [source, 0, 0]}
+    tensor = {"class_name": "__keras_tensor__", "config": history}
+    return {
+        "module": "keras.layers",
+        "class_name": "Permute",
+        "config": {"name": name, "trainable": False, "dtype": "float32", "dims": dims},
+        "registered_name": None,
+        "name": name,
+        "inbound_nodes": [{"args": [tensor], "kwargs": {}}],
+    }
+
+
+def _source(layer: dict) -> str:
+    """The name of the layer feeding a single-input layer config."""
+    return layer["inbound_nodes"][0]["args"][0]["config"]["keras_history"][0]
+
+
+def _consumers(layers: list[dict]) -> dict[str, int]:
+    """How many layer configs read each layer's output."""
+    counts: dict[str, int] = {}
+
+    def walk(data) -> None:
+        if isinstance(data, dict):
+            if data.get("class_name") == "__keras_tensor__":
+                name = data["config"]["keras_history"][0]
+                counts[name] = counts.get(name, 0) + 1
+                return
+            for v in data.values():
+                walk(v)
+        elif isinstance(data, (list, tuple)):
+            for v in data:
+                walk(v)
+
+    for layer in layers:
+        walk(layer["inbound_nodes"])
+    return counts
+
+
+def _same_padded(pad: dict, conv: dict) -> bool:
+    """Whether an explicit ZeroPadding3D followed by a "valid" Conv3D equals that conv with Keras'
+    "same" padding: stride 1 and an odd kernel on every axis, k // 2 zeros each side (Keras pads
+    "same" asymmetrically only where a stride divides unevenly)."""
+    cfg = conv["config"]
+    padding = [tuple(p) if isinstance(p, (list, tuple)) else (p, p) for p in pad["config"]["padding"]]
+    return (
+        conv["class_name"] == "Conv3D"
+        and cfg["padding"] == "valid"
+        and tuple(cfg["strides"]) == (1, 1, 1)
+        and tuple(cfg["dilation_rate"]) == (1, 1, 1)
+        and all(k % 2 == 1 and p == (k // 2, k // 2) for k, p in zip(cfg["kernel_size"], padding, strict=True))
+    )
+
+
+def _merge_padding(layers: list[dict], outputs: set[str]) -> list[dict]:
+    """`layers` with each ZeroPadding3D that only feeds a stride-1 conv folded into that conv's "same"
+    padding (on Keras' torch backend that becomes torch's own conv padding: no padded copy)."""
+    by_name = {layer["name"]: layer for layer in layers}
+    readers = _consumers(layers)
+    dropped = set()
+    for conv in layers:
+        if conv["class_name"] != "Conv3D" or not conv["inbound_nodes"]:
+            continue
+        pad = by_name.get(_source(conv))
+        if (
+            pad is None
+            or pad["class_name"] != "ZeroPadding3D"
+            or readers.get(pad["name"]) != 1
+            or pad["name"] in outputs
+        ):
+            continue
+        if _same_padded(pad, conv):
+            conv["config"]["padding"] = "same"
+            conv["inbound_nodes"] = _rename_inputs(conv["inbound_nodes"], pad["name"], _source(pad))
+            dropped.add(pad["name"])
+    return [layer for layer in layers if layer["name"] not in dropped]
+
+
+def derive(
+    model, data_format: DataFormat = "channels_first", *, split_strided: bool = False, merge_padding: bool = False
+):
+    """A new Keras model computing what `model` (a channels-last vrconvert model) computes, laid out
+    as `data_format`, with `model`'s weights copied in.
+
+    Its input stays channels-last (N, T, H, W, C) either way: a channels-first twin transposes once,
+    in a `Permute` layer right after the input, so callers never see the internal layout.
+    `split_strided` rewrites each strided 1x1x1 Conv3D as a strided selection and a 1x1x1 conv;
+    `merge_padding` folds an explicit zero padding into the stride-1 conv it feeds ("same" padding).
+    """
+    import keras
+
+    config = copy.deepcopy(model.get_config())
+    layers = config["layers"]
+    out: list[dict] = []
+    first = data_format == "channels_first"
+    for layer in layers:
+        kind, cfg = layer["class_name"], layer["config"]
+        layer.pop("build_config", None)  # shapes recorded in the original layout; rebuilt on call
+        if kind == "InputLayer":
+            shape = cfg.get("batch_shape")
+            if shape is None or len(shape) != 5:
+                raise ValueError(f"{layer['name']}: expected a 5-D (N, T, H, W, C) input, got {shape}")
+            out.append(layer)
+            if first:
+                permute = f"{layer['name']}_to_channels_first"
+                for other in layers:
+                    other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], layer["name"], permute)
+                out.append(_permute(permute, layer["name"], shape, [4, 1, 2, 3]))
+            continue
+        if kind in _FORMATTED:
+            if cfg["data_format"] != "channels_last":
+                raise ValueError(f"{layer['name']}: the source model must be channels-last, got {cfg['data_format']}")
+            cfg["data_format"] = data_format
+        elif kind == "BatchNormalization":
+            if cfg["axis"] not in (-1, 4, [-1], [4]):
+                raise ValueError(f"{layer['name']}: BatchNormalization over axis {cfg['axis']}, not the channels")
+            cfg["axis"] = 1 if first else -1
+        elif kind == "Dense":
+            if len(model.get_layer(layer["name"]).input.shape) != 2:
+                raise ValueError(
+                    f"{layer['name']}: a Dense layer on a {len(model.get_layer(layer['name']).input.shape)}-D tensor"
+                )
+        elif kind not in _ELEMENTWISE:
+            raise ValueError(f"{layer['name']}: no {data_format} form known for a {kind} layer")
+        if split_strided and _strided_pointwise(layer):
+            selection = _selection(layer, data_format)
+            out.append(selection)
+            cfg["strides"] = [1, 1, 1]
+            layer["inbound_nodes"] = _rename_inputs(layer["inbound_nodes"], _source(layer), selection["name"])
+        out.append(layer)
+    outputs = config["output_layers"]
+    single = bool(outputs) and isinstance(outputs[0], str)  # one output serialised flat: [name, 0, 0]
+    outputs = [list(outputs)] if single else [list(o) for o in outputs]
+    if first:  # 5-D outputs (feature maps) go back to channels-last: the twin's outputs are the original's
+        for entry, tensor in zip(outputs, model.outputs, strict=True):
+            if len(tensor.shape) == 5:
+                back = f"{entry[0]}_to_channels_last"
+                out.append(_permute(back, entry[0], tensor.shape, [2, 3, 4, 1]))
+                entry[:] = [back, 0, 0]
+    config["output_layers"] = outputs[0] if single else outputs
+    kept = {entry[0] for entry in outputs}
+    config["layers"] = _merge_padding(out, kept) if merge_padding else out
+    twin = keras.Model.from_config(config)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            twin.get_layer(layer.name).set_weights(weights)
+    return twin
