@@ -61,6 +61,7 @@ def build(
     input_shape: tuple[int | None, int | None, int | None, int] | None = None,
     name: str | None = None,
     include_preprocessing: bool = False,
+    data_format: Literal["channels_last", "channels_first"] = "channels_last",
 ) -> keras.Model:
     """An untrained Keras model of `arch`, in the style of `keras.applications`.
 
@@ -70,6 +71,8 @@ def build(
     With `include_top=False`, `pooling` picks the output: None (the layer4 feature map), "avg" or "max".
     `include_preprocessing=True`: the model takes uint8 frames (N, T, H, W, 3) of any H x W and applies
     torchvision's eval transform itself (`models_tf.preprocessing`); `input_shape`'s T fixes the frame count.
+    `data_format="channels_first"` runs channels-first inside (Keras' torch backend's own layout) behind
+    the same (N, T, H, W, 3) input (`models_tf.layout`); save the channels-last model, not this one.
     """
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
@@ -101,4 +104,9 @@ def build(
         x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
     elif not include_top and pooling == "max":
         x = keras.layers.GlobalMaxPooling3D(name="maxpool")(x)
-    return keras.Model(inputs, x, name=name or variant.name)
+    model = keras.Model(inputs, x, name=name or variant.name)
+    if data_format == "channels_last":
+        return model
+    from vrconvert.models_tf import layout  # channels-first execution twin; its input stays (N, T, H, W, 3)
+
+    return layout.derive(model, data_format)

@@ -9,6 +9,7 @@ kernels it is fastest with (measured by `make bench`, see benchmarks/results.md)
 - torch: a channels-first twin (`layout.derive`: one transpose at the input, torch's own conv
   padding, strided shortcuts as selection + 1x1x1 conv), its conv kernels stored in torch's
   (out, in, T, H, W) order so no kernel is copied per call, called under `torch.inference_mode`.
+  A model with a layer the twin cannot re-lay (see `layout.derive`) runs as it is.
 
 Use it as
 
@@ -62,12 +63,16 @@ def torch_runner(model) -> Callable[[np.ndarray], np.ndarray | list[np.ndarray]]
     """The Keras-on-torch path: a channels-first twin of `model`, kernels in torch order."""
     import torch
 
-    twin = layout.derive(model, "channels_first", split_strided=True, merge_padding=True)
-    torch_kernel_order(twin)
+    try:
+        twin = layout.derive(model, "channels_first", split_strided=True, merge_padding=True)
+    except ValueError:  # a layer with no known channels-first form (e.g. built-in preprocessing): as it is
+        twin = model
+    else:
+        torch_kernel_order(twin)
 
     def run(x: np.ndarray):
         with torch.inference_mode():
-            return _to_numpy(twin(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), training=False))
+            return _to_numpy(twin(torch.from_numpy(np.ascontiguousarray(x)), training=False))
 
     return run
 
