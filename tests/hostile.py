@@ -91,6 +91,7 @@ WORKER = textwrap.dedent(
               "stderr": read("stderr")[-4000:],
               "seconds": seconds,
               "rss_mb": usage.ru_maxrss / 1024,
+              "cpu_seconds": usage.ru_utime + usage.ru_stime,
               "new_files": left,
           }
           if case.get("cleanup"):

@@ -274,8 +274,12 @@ def test_fuzz_every_format(seeds, tmp_path):
     seconds = sorted((r["seconds"], r["id"]) for r in results.values())
     worst = max(results.values(), key=lambda r: r["rss_mb"])
     codes = {code: sum(r["code"] == code for r in results.values()) for code in {r["code"] for r in results.values()}}
-    by_format = {fmt: sum(r["seconds"] for i, r in results.items() if i.startswith(fmt)) for fmt in FORMATS}
-    print({fmt: round(t, 1) for fmt, t in by_format.items()})
+    cpu = {fmt: sum(r["cpu_seconds"] for i, r in results.items() if i.startswith(fmt)) for fmt in FORMATS}
+    slowest_cpu = max(results.values(), key=lambda r: r["cpu_seconds"])
+    print(
+        f"\nCPU seconds by format { ({fmt: round(t, 1) for fmt, t in cpu.items()}) }, in all {sum(cpu.values()):.0f}; "
+        f"most CPU {slowest_cpu['id']} {slowest_cpu['cpu_seconds']:.1f} s"
+    )
     print(
         f"\nfuzz: {len(results)} cases, exit codes {codes}; slowest {seconds[-1][1]} {seconds[-1][0]:.1f} s; "
         f"peak RSS {worst['rss_mb']:.0f} MB ({worst['id']})"

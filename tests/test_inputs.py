@@ -159,8 +159,8 @@ def test_parity_failure_exits_1_and_writes_nothing(mc3, tmp_path, torch, capsys,
     save_state(mc3[1], src)
     build = keras_io.build_model
 
-    def sabotaged(arch, state):
-        model = build(arch, state)
+    def sabotaged(arch, state, **options):
+        model = build(arch, state, **options)
         var = model.get_layer("layer3_0_conv1_1").moving_variance
         var.assign(var.numpy() * 4)
         return model
