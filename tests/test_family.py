@@ -18,6 +18,7 @@ from vrconvert.models_tf import predictor
 
 VARIANTS = [name for name, v in spec.VARIANTS.items() if v.padding == "torch"]  # the paper's family (seeds: test_seeds)
 TWINS = {"r2plus1d_18_bot", "r2plus1d_18_bot_mish", "r2plus1d_18_bot_hardswish"}  # differ only in activation
+SHAPE_TWINS = {"r3d_18_fast", "r3d_18_splitfast"}  # FAST and split-FAST: same tensors, other wiring
 
 
 def _rel(expected: np.ndarray, got: np.ndarray) -> float:
@@ -55,6 +56,10 @@ def test_variant_is_detected_from_keys_and_shapes(arch):
         with pytest.raises(InputError, match="differ only in their activation"):
             accounting.detect(shapes)
         assert accounting.detect(shapes, activation=spec.get(arch).activation).name == arch
+    elif arch in SHAPE_TWINS:
+        with pytest.raises(InputError, match="fits r3d_18_fast, r3d_18_splitfast; pass --arch"):
+            accounting.detect(shapes)
+        assert accounting.detect(shapes, arch=arch).name == arch
     else:
         found = accounting.detect(shapes)
         assert (found.name, found.num_classes) == (arch, 11)

@@ -62,3 +62,19 @@ def test_custom_head(torch):
     assert model.fc.weight.shape == (101, 512)
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 101)
+
+
+def test_same_padding_is_tensorflows(torch):
+    """TensorFlow's rule, per input size: the extra cell goes after (k=3, s=2 on an even n pads (0, 1);
+    k=7, s=2 on 112 pads (2, 3)); 'same' pools ignore padded cells (max) or do not count them (average)."""
+    import torch.nn.functional as F
+
+    from vrconvert.models_torch.build import SamePool3d, same_padding
+
+    x = torch.zeros(1, 1, 112, 8, 9)  # T, H, W
+    assert same_padding(x, (7, 3, 3), (2, 2, 2)) == (1, 1, 0, 1, 2, 3)  # W odd, H even, T = 112
+    assert same_padding(x, (1, 1, 1), (2, 2, 2)) == (0,) * 6
+    ramp = torch.arange(1.0, 5.0).reshape(1, 1, 4, 1, 1)  # T = 4, window 2, stride 1: the last frame alone
+    assert SamePool3d("avg", (2, 1, 1), (1, 1, 1))(ramp).flatten().tolist() == [1.5, 2.5, 3.5, 4.0]
+    assert SamePool3d("max", (2, 1, 1), (2, 1, 1))(-ramp[:, :, :3]).flatten().tolist() == [-1.0, -3.0]
+    assert F.max_pool3d(-ramp[:, :, :3], (2, 1, 1), (2, 1, 1)).flatten().tolist() == [-1.0]  # 'valid' drops it

@@ -341,3 +341,58 @@ def test_faithful_variants_round_trip_bit_exactly(arch, torch, keras):
     again = vrconvert.state_dict_to_keras(back, arch)
     for a, b in zip(keras_model.weights, again.weights, strict=True):
         assert np.array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+# -- clean variants -----------------------------------------------------------------------------------
+
+CLEAN = [name for name in spec.VARIANTS if name.endswith("_clean")]
+CLEAN_FAST = ("builder_r18_splitfast_clean", "builder_r50_2plus1d_clean")  # the others (and 101) marked slow
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [a if a in CLEAN_FAST else pytest.param(a, marks=pytest.mark.slow) for a in [*CLEAN, "builder_r101_3d"]],
+)
+def test_clean_variants_agree_in_torch_and_keras(arch, torch, keras):
+    """Random weights and BatchNorm statistics; 8 frames, which the faithful compounding kernels collapse,
+    and odd sizes, where TensorFlow's 'same' padding is asymmetric."""
+    import vrconvert
+    from vrconvert.models_tf import predictor
+
+    torch_model, state = make_checkpoint(arch, num_classes=7, seed=4)
+    run = predictor(vrconvert.state_dict_to_keras(state, arch))
+    for shape in [(1, 3, 8, 64, 64), (1, 3, 9, 45, 37)]:
+        clip = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            expected_logits = torch_model(torch.from_numpy(clip)).numpy()
+        assert rel(run(clip.transpose(0, 2, 3, 4, 1)), expected_logits) <= 1e-5, shape
+
+
+def test_clean_kernels_take_the_stride_once():
+    space, time = (1, 2, 2), (2, 1, 1)  # not (2, 2, 2) in every part, which compounds to 4x or 8x per axis
+    for arch, want in [
+        ("builder_r18_2plus1d_clean", [space, time]),
+        ("builder_r18_fast_clean", [space, time, (1, 1, 1)]),
+        ("builder_r18_splitfast_clean", [space, time, time]),  # xt and yt run in parallel on xy's output
+    ]:
+        records = layers.expand(spec.get(arch))
+        assert [r.stride for r in records if r.name.startswith("layer2.0.conv1.") and r.op == "conv"] == want, arch
+    split = {r.name: r for r in layers.expand(spec.get("r3d_18_splitfast"))}
+    assert split["layer1.0.conv2.add"].op == "add" and "layer1.0.conv2.xt.relu" not in split  # summed, no ReLU
+    assert split["layer2.0.downsample.0"].kernel == (1, 1, 1)  # torchvision's shortcut
+
+
+def test_links_out_of_the_file_are_refused(tmp_path):
+    """An HDF5 external link would read another file: the weight it stands for is reported, not followed."""
+    import h5py
+
+    path = write_original("A18_3D", tmp_path / "a.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as other:
+        other.create_dataset("kernel", data=np.zeros((7, 7, 7, 3, 64), np.float32))
+    with h5py.File(path, "a") as f:
+        layer = f.attrs["layer_names"][0].decode()
+        first = f[layer].attrs["weight_names"][0].decode()
+        del f[f"{layer}/{first}"]
+        f[f"{layer}/{first}"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "kernel")
+    with pytest.raises(InputError, match=r"is listed but not stored in the file"):
+        seed_weights.read_seed_weights(path)

@@ -140,25 +140,24 @@ class _Graph:
             x = self.bn(f"{name}.bn", x)
             return self.act(f"{name}.relu", x, act) if act else x
         outs: dict[str, str] = {}
-        last = kind.parts[-1][0]
-        for part, keep, reads in kind.parts:
-            sub = tuple(k if kept else 1 for k, kept in zip(kernel, keep, strict=True))
-            y = self.conv(
-                f"{name}.{part}.conv",
-                x if reads is None else outs[reads],
-                cin if reads is None else cout,
-                cout,
-                sub,
-                stride,
-            )
-            y = self.bn(f"{name}.{part}.bn", y)
-            if part != last or act:
-                y = self.act(f"{name}.{part}.relu", y, act if part == last else "relu")
-            outs[part] = y
         leaves = [part for part, _, _ in kind.parts if all(reads != part for _, _, reads in kind.parts)]
+        masks = kind.part_strides or ((1, 1, 1),) * len(kind.parts)
+        for (part, keep, reads), mask in zip(kind.parts, masks, strict=True):
+            sub = tuple(k if kept else 1 for k, kept in zip(kernel, keep, strict=True))
+            step = tuple(s if m else 1 for s, m in zip(stride, mask, strict=True))
+            src, c_in = (x, cin) if reads is None else (outs[reads], cout)
+            y = self.bn(f"{name}.{part}.bn", self.conv(f"{name}.{part}.conv", src, c_in, cout, sub, step))
+            if kind.act_after_sum and len(leaves) > 1 and part in leaves:
+                pass  # summed first, activated after the sum
+            elif part not in leaves or part != kind.parts[-1][0]:  # between parts, and the builder's other
+                y = self.act(f"{name}.{part}.relu", y, "relu")  # branches: always a ReLU
+            elif act:  # `act` (use_activation) reaches the last part only
+                y = self.act(f"{name}.{part}.relu", y, act)
+            outs[part] = y
         if len(leaves) == 1:
             return outs[leaves[0]]
-        return self.add(f"{name}.add", "add", tuple(outs[part] for part in leaves))
+        y = self.add(f"{name}.add", "add", tuple(outs[part] for part in leaves))
+        return self.act(f"{name}.relu", y, act) if act and kind.act_after_sum else y
 
     def act(self, name: str, x: str, activation: str) -> str:
         return self.add(name, "act", (x,), activation=activation)
@@ -305,7 +304,9 @@ def _unit_block(g: _Graph, arch: Arch, p: str, x: str, kind: ConvKind, cin: int,
         y = g.unit(f"{p}.conv2", y, kind, planes, planes, (3, 3, 3), middle, act)
         y = g.unit(f"{p}.conv3", y, point, planes, out_planes, ONE, ONE, None)
     shortcut = x
-    if stride != ONE or cin != out_planes:
+    if (stride != ONE or cin != out_planes) and arch.shortcut == "conv":  # torchvision's 1x1x1 conv + BN
+        shortcut = g.bn(f"{p}.downsample.1", g.conv(f"{p}.downsample.0", x, cin, out_planes, ONE, stride))
+    elif stride != ONE or cin != out_planes:
         step = stride
         if arch.shortcut_pool is not None:  # pool first (it strides), then the 1x1x1 unit
             shortcut, step = g.pool(f"{p}.shortcut.pool", x, arch.shortcut_pool, stride), ONE

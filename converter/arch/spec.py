@@ -19,7 +19,21 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Triple = tuple[int, int, int]
-ConvKindName = Literal["3d", "2d", "2plus1d", "b3d", "b2plus1d", "p3db", "fast", "splitfast", "c2p1"]
+ConvKindName = Literal[
+    "3d",
+    "2d",
+    "2plus1d",
+    "b3d",
+    "b2plus1d",
+    "p3db",
+    "fast",
+    "splitfast",
+    "2plus1d_paper",
+    "p3db_paper",
+    "fast_paper",
+    "splitfast_paper",
+    "c2p1",
+]
 BlockName = Literal["basic", "bottleneck"]
 Activation = Literal["relu", "mish", "hard_swish"]  # torch ReLU / Mish / Hardswish; Keras' built-ins
 # "torch": symmetric padding of kernel // 2, explicit; "same": TensorFlow's rule, computed per input size
@@ -44,6 +58,10 @@ class ConvKind:
     # parallel and are summed. `mid_formula` is ResNet18-2Plus1DD's rounded-up Tran width.
     parts: tuple[tuple[str, Triple, str | None], ...] = ()
     mid_formula: bool = False
+    # Which stride axes each part takes (None: all of them in every part, the builder's compounding);
+    # and whether parallel parts are summed before the activation (True) or each ReLU'd (the builder's).
+    part_strides: tuple[Triple, ...] | None = None
+    act_after_sum: bool = False
 
     @property
     def unit(self) -> bool:
@@ -66,6 +84,36 @@ CONV_KINDS: dict[str, ConvKind] = {
     "fast": ConvKind("fast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt"))),
     "splitfast": ConvKind(
         "splitfast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy"))
+    ),
+    # The same kernels as their papers define them: the stride taken once (space by the spatial part,
+    # time by the temporal one), BN -> ReLU between sequential parts, parallel parts summed, then [ReLU].
+    "2plus1d_paper": ConvKind(
+        "2plus1d_paper",
+        True,
+        True,
+        (("two", (0, 1, 1), None), ("one", (1, 0, 0), "two")),
+        False,
+        ((0, 1, 1), (1, 0, 0)),
+    ),
+    "p3db_paper": ConvKind(
+        "p3db_paper", True, True, (("left", (0, 1, 1), None), ("right", (1, 0, 0), None)), False, None, True
+    ),
+    "fast_paper": ConvKind(
+        "fast_paper",
+        True,
+        True,
+        (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt")),
+        False,
+        ((0, 1, 1), (1, 0, 0), (0, 0, 0)),
+    ),
+    "splitfast_paper": ConvKind(
+        "splitfast_paper",
+        True,
+        True,
+        (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy")),
+        False,
+        ((0, 1, 1), (1, 0, 0), (1, 0, 0)),
+        True,
     ),
     # ResNet18-2Plus1DD's Conv2Plus1DLayer: spatial (1,h,w) then temporal (t,1,1) through
     # ceil(t*h*w*Cin*Cout / (h*w*Cin + t*Cout)) channels, nothing between them, then BN -> [ReLU].
@@ -320,16 +368,20 @@ _BUILDER_LABELS = {
 }
 
 
-def _builder(depth: int, kernel: str, se: bool = False) -> Arch:
+def _builder(depth: int, kernel: str, se: bool = False, clean: bool = False) -> Arch:
     """thauptmann's `build_three_d_resnet_<depth>(kernel_name=..., squeeze_and_excitation=se)`, quirks
     included: every stride is (s, s, s) and sits in every part of a kernel (so '(2+1)D' and 'split-FAST'
     compound it to s^2, 'FAST' to s^3), a 'valid' 3/2 max-pool after the stem, a ReLU'd projection
     shortcut of the stage's kernel, bottlenecks stride their first 1x1x1 conv, softmax head (10 classes
-    as the oracle built it; a file's own head width is read from it)."""
+    as the oracle built it; a file's own head width is read from it).
+
+    `clean`: the same body with the kernel as its paper defines it (the stride taken once, parallel parts
+    summed before the ReLU), where the original crashes (bottleneck '(2+1)D', 'split-FAST') or collapses
+    short clips; such a variant reads no original file (its shapes equal the faithful one's)."""
     block, blocks = _BUILDER_DEPTHS[depth]
-    kind = _BUILDER_KERNELS[kernel]
+    kind = f"{kernel}_paper" if clean else _BUILDER_KERNELS[kernel]
     return Arch(
-        f"builder_r{depth}_{'se_' if se else ''}{kernel}",
+        f"builder_r{depth}_{'se_' if se else ''}{kernel}{'_clean' if clean else ''}",
         (StemConv(64, (7, 7, 7), (2, 2, 2), conv=kind),),
         tuple(Stage(p, b, (s, s, s), kind) for p, b, s in zip(PLANES, blocks, STRIDES, strict=True)),
         block=block,
@@ -344,8 +396,9 @@ def _builder(depth: int, kernel: str, se: bool = False) -> Arch:
         stem_pool=Pool("max", (3, 3, 3), (2, 2, 2), "valid"),
         head_activation="softmax",
         categories=None,
-        origin="builder",
-        description=f"{_BUILDER}: ResNet-{depth}{' SE' if se else ''}, kernel {_BUILDER_LABELS[kernel]} (faithful)",
+        origin=None if clean else "builder",
+        description=f"{_BUILDER}: ResNet-{depth}{' SE' if se else ''}, kernel {_BUILDER_LABELS[kernel]} "
+        + ("as its paper defines it (clean)" if clean else "(faithful)"),
     )
 
 
@@ -380,6 +433,18 @@ _SEEDS = (
     _builder(34, "3d"),
     _builder(50, "3d"),
     _builder(50, "p3db"),
+    _builder(101, "3d"),
+    _builder(152, "3d"),
+    *(_builder(depth, kernel, clean=True) for depth in (18, 50) for kernel in ("2plus1d", "fast", "splitfast")),
+    *(
+        Arch(
+            f"r3d_18_{kernel}",
+            STEM_3D,
+            _stages((f"{kernel}_paper",) * 4),
+            description=f"R3D-18's torchvision body with the {_BUILDER_LABELS[kernel]} kernel as its paper defines it",
+        )
+        for kernel in ("p3db", "fast", "splitfast")
+    ),
 )
 VARIANTS: dict[str, Arch] = {arch.name: arch for arch in (*_ARCHS, *_SEEDS)}
 

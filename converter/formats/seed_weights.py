@@ -47,10 +47,29 @@ def expected(arch: spec.Arch) -> list[Expected]:
 
 
 def _read(dataset, path: str) -> np.ndarray:
-    """A float dataset as float32, its dtype and size checked before any byte is read."""
+    """A float dataset as float32, its dtype and size checked before any byte is read (its shape was
+    accounted for by the caller), stored in this file only: no external or virtual storage."""
     if dataset.dtype.kind not in FLOAT_KINDS or dataset.dtype.itemsize not in (2, 4, 8):
         raise InputError(f"{path}: dataset has dtype {dataset.dtype}, expected floats")
+    if dataset.external or dataset.is_virtual:
+        raise InputError(f"{path}: dataset is stored outside the file; refused")
     return np.asarray(dataset[()], dtype=np.float32)
+
+
+def _local(f, name: str):
+    """The dataset at `name`, reached through hard links only (an external link would open another file)."""
+    import h5py
+
+    parts = name.split("/")
+    group = f
+    for i, part in enumerate(parts):
+        link = group.get(part, getlink=True)
+        if not isinstance(link, h5py.HardLink):
+            return None
+        group = group[part]
+        if i < len(parts) - 1 and not isinstance(group, h5py.Group):
+            return None
+    return group if isinstance(group, h5py.Dataset) else None
 
 
 def _strings(values) -> list[str]:
@@ -110,9 +129,9 @@ def read_builder(f, path: Path, arch: str | None, num_classes: int | None) -> tu
         raise InputError(f"{path}: {len(names)} weights is more than any known network has")
     found = []
     for name in names:
-        dataset = f.get(name)
-        if dataset is None or not hasattr(dataset, "shape"):
-            raise InputError(f"{path}: weight {name!r} is listed but not stored")
+        dataset = _local(f, name)
+        if dataset is None:
+            raise InputError(f"{path}: weight {name!r} is listed but not stored in the file")
         found.append((name, _role(name), tuple(int(n) for n in dataset.shape)))
     heads = [shape for _, role, shape in found if role == "kernel" and len(shape) == 2]
     classes = num_classes or (heads[-1][1] if heads else None)
@@ -124,7 +143,7 @@ def read_builder(f, path: Path, arch: str | None, num_classes: int | None) -> tu
         (fits if report.ok else reports).append(variant if report.ok else report)
     variant = _choose(path, fits, reports, arch, len(found), "3D-ResNet-Builder .h5")
     order = _builder_order(variant)
-    return variant, {want.path: _read(f[name], name) for (name, _, _), want in zip(found, order, strict=True)}
+    return variant, {want.path: _read(_local(f, name), name) for (name, _, _), want in zip(found, order, strict=True)}
 
 
 # -- ResNet18-2Plus1DD: Keras 3 .weights.h5, name-based ----------------------------------------------
