@@ -299,7 +299,7 @@ def test_unknown_layouts_get_one_line(tmp_path, capsys):
         assert not (tmp_path / "out.keras").exists()
 
 
-@pytest.mark.parametrize("cfg", ["B", "A18_P3D-B"])
+@pytest.mark.parametrize("cfg", ["B", pytest.param("A18_P3D-B", marks=pytest.mark.slow)])
 def test_keras2keras_and_keras2torch_commands(cfg, original_file, tmp_path, torch, keras, capsys):
     path = original_file(cfg)
     code, out, err = invoke(
@@ -326,7 +326,13 @@ def test_keras2keras_and_keras2torch_commands(cfg, original_file, tmp_path, torc
 
 @pytest.mark.parametrize(  # every record kind: c2p1 and pools, parallel and chained parts, Dense SE, bottleneck
     "arch",
-    ["resnet18_2plus1dd", "builder_r18_2plus1d", "builder_r18_splitfast", "builder_r18_se_3d", "builder_r50_p3db"],
+    [
+        "resnet18_2plus1dd",
+        "builder_r18_splitfast",
+        "builder_r18_se_3d",
+        pytest.param("builder_r18_2plus1d", marks=pytest.mark.slow),
+        pytest.param("builder_r50_p3db", marks=pytest.mark.slow),
+    ],
 )
 def test_faithful_variants_round_trip_bit_exactly(arch, torch, keras):
     import vrconvert
