@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint format demo bench clean
+.PHONY: setup test test-install lint format demo bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+
+# Every documented install profile (README, "Install"), each a fresh venv from the built wheel.
+test-install: $(STAMP)
+	$(BIN)/python tools/install_profiles.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

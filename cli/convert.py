@@ -69,10 +69,12 @@ def torch2keras(
     from vrconvert.converter.errors import InputError
 
     clip_size = parse_size(size)
-    if no_validate:
-        from vrconvert.converter.parity.runtime import select_backend_for_files
+    from vrconvert.converter.parity import runtime
 
-        select_backend_for_files()
+    if no_validate:
+        runtime.select_backend_for_files()
+    else:
+        runtime.require_parity_check()
     if len(paths) != (1 if pretrained else 2):
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
@@ -111,8 +113,9 @@ def torch2keras(
 def keras2torch(src, dst, arch, num_classes, force, as_json) -> None:
     """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors)."""
     from vrconvert.converter.conversion import convert
-    from vrconvert.converter.parity.runtime import select_backend_for_files
+    from vrconvert.converter.parity import runtime
 
-    select_backend_for_files()
+    runtime.require("torch", *(["safetensors"] if dst.suffix == ".safetensors" else []))  # the writers
+    runtime.select_backend_for_files()
 
     _report(convert.keras_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force), as_json)

@@ -64,6 +64,19 @@ def resolve_backend(name: str | None) -> str:
     return next((b for b in RUN_BACKENDS if backend_installed(b)), "tensorflow")
 
 
+def require(*modules: str) -> None:
+    """Before a command starts any work: a ModuleNotFoundError naming the first of `modules` that is not
+    installed (the CLI turns it into one line naming the extra), rather than failing half-way."""
+    for module in modules:
+        if not installed(module):
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
+def require_parity_check() -> None:
+    """torch, Keras and the backend Keras will run on: what running both models needs."""
+    require("torch", "keras", *BACKEND_NEEDS.get(current_backend() or resolve_backend(None), ()))
+
+
 def select_backend(name: str) -> bool:
     """Arranges for Keras to use `name`; False when Keras already runs on another one in this process."""
     if name not in KERAS_BACKENDS:
