@@ -73,3 +73,16 @@ def test_kinetics_category_names_ship_with_the_package():
     names = spec.category_names("r2plus1d_18")
     assert len(names) == 400 and names[0] == "abseiling" and len(set(names)) == 400
     assert spec.category_names(spec.get("mc3_18").with_classes(101)) is None  # a fine-tuned head is unnamed
+
+
+@pytest.mark.parametrize("arch", list(spec.VARIANTS))
+def test_every_variant_expands_to_reversible_unique_names(arch):
+    """The seeds' unit kinds and pools included: unique records, every input defined before it is read."""
+    records = layers.expand(spec.get(arch))
+    names = [r.name for r in records]
+    assert len(set(names)) == len(names)
+    seen = {layers.INPUT}
+    for record in records:
+        assert set(record.inputs) <= seen, record.name
+        assert layers.torch_path(layers.keras_name(record.name)) == record.name
+        seen.add(record.name)
