@@ -116,6 +116,8 @@ class VideoResNet(nn.Module):
         values = {INPUT: x}
         for i, (layer, module) in enumerate(self._steps):
             args = [values[name] for name in layer.inputs]
+            if layer.op == "maxpool" and layer.padding_mode == "valid":
+                _check_window(self.arch.name, layer, args[0])
             if layer.op == "add":
                 out = args[0] + args[1]
             elif layer.op == "mul":
@@ -131,6 +133,19 @@ class VideoResNet(nn.Module):
                 if name not in keep:
                     del values[name]
         return values
+
+
+def _check_window(arch: str, layer: Layer, x: torch.Tensor) -> None:
+    """A 'valid' pool needs its window on every axis: the builder's faithful variants collapse short
+    clips exactly as the original does, and say so in one line instead of a torch error."""
+    t, h, w = x.shape[2:]
+    if t < layer.kernel[0] or h < layer.kernel[1] or w < layer.kernel[2]:
+        from vrconvert.converter.errors import InputError
+
+        raise InputError(
+            f"{arch}: the clip is too small: {layer.name} (a 'valid' {layer.kernel} max-pool) receives "
+            f"{t}x{h}x{w}; the original network cannot run it either (use more frames or a larger size)"
+        )
 
 
 def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:

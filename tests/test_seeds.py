@@ -248,7 +248,8 @@ def test_faithful_variants_refuse_what_the_original_cannot_run(torch):
 
     assert "A18_2plus1D/small.skipped" in oracle()
     model = models_torch.build("builder_r18_2plus1d", 10).eval()
-    with pytest.raises(RuntimeError), torch.no_grad():
+    too_short = r"receives 2x16x16; the original network cannot run it either"
+    with pytest.raises(InputError, match=too_short), torch.no_grad():
         model(torch.zeros(1, 3, 8, 64, 64))
 
 
