@@ -152,11 +152,12 @@ def test_tiny_files_cannot_allocate_gigabytes(tmp_path, torch):
 
 
 def _nested_tuple(depth: int) -> bytes:
-    """A tuple nested `depth` deep through the memo: t(i+1) = (t(i), t(i)); hashing it takes 2**depth."""
-    out = b"\x80\x02)q\x00"
+    """Pushes a tuple nested `depth` deep through the memo: t(i+1) = (t(i), t(i)), so that hashing or
+    repr'ing it takes 2**depth steps although the pickle is a few bytes per level."""
+    out = b")q\x000"  # t0 = (), memo 0, popped
     for i in range(depth):
-        out += b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86q" + bytes([i + 1])
-    return out
+        out += b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86q" + bytes([i + 1]) + b"0"
+    return out + b"h" + bytes([depth])
 
 
 def test_nested_pickles_cannot_hang(tmp_path, torch):
@@ -172,6 +173,9 @@ def test_nested_pickles_cannot_hang(tmp_path, torch):
     for result in results.values():
         assert_refused(result)
         assert result["seconds"] < 15
+    assert "dict key" in results["nested_key"]["stderr"] and "dict key" in results["legacy_nested_key"]["stderr"]
+    assert "storage reference (a tuple)" in results["nested_pid"]["stderr"]
+    assert "nested deeper" in results["deep"]["stderr"]
 
 
 # --- 4. Keras files ------------------------------------------------------------------------------------
@@ -552,9 +556,9 @@ def test_pickle_scan_refuses_without_building(tmp_path):
         "inst": b"(i__main__\nX\n.",
         "build_on_global": b"cos\nsystem\n}b.",
     }
+    rules = {"memo": "memo", "nested_key": "dict key", "deep": "nested", "inst": "INST", "build_on_global": "BUILD"}
     for name, data in hostile.items():
-        with pytest.raises(torchzip.Refused):
+        with pytest.raises(torchzip.Refused, match=rules[name]):
             torchzip.scan_pickle(io.BytesIO(data))
-        assert name
     good = pickle.dumps({"a": [1, 2, (3, 4)], "b": {"c": None}}, protocol=2)
     assert torchzip.scan_pickle(io.BytesIO(good)) == []
