@@ -277,7 +277,7 @@ def is_seed_file(path: str | Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
             return detect_layout(f) is not None
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return False
 
 
@@ -298,8 +298,10 @@ def read_seed_weights(
             if layout is None:
                 raise InputError(f"{path}: an HDF5 file of unknown layout ({_describe(f)})")
             return LAYOUTS[layout][2](f, path, arch, num_classes)
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # h5py on damaged files
+        raise InputError(
+            f"{path}: not a readable HDF5 file: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
+        ) from None
 
 
 def _describe(f) -> str:
