@@ -455,7 +455,7 @@ def test_odd_records_and_dtypes_are_one_line_refusals(tmp_path, r2d_state, torch
         assert "wrong dtype" in results[name]["stderr"], results[name]["stderr"]
 
 
-def test_size_and_write_failures_are_one_line(tmp_path, r2d_state, torch):
+def test_size_and_write_failures_are_one_line(tmp_path, r2d_state, keras_files, torch):
     from helpers import save_state
 
     from vrconvert.cli.options import parse_size
@@ -465,6 +465,8 @@ def test_size_and_write_failures_are_one_line(tmp_path, r2d_state, torch):
     cases = [_case(tmp_path, "size", ["torch2keras", "a.pth", "b.keras", "--size", "3000x3000"])]
     case = _case(tmp_path, "fsize", ["torch2keras", "m.pth", "out.keras", "--no-validate"], fsize=1 << 20)
     save_state(r2d_state, Path(case["folder"]) / "m.pth")
+    cases.append(case)
+    case = _case(tmp_path, "fsize_k2t", ["keras2torch", keras_files / "m.keras", "out.pth"], fsize=1 << 20)
     cases.append(case)
     case = _case(tmp_path, "fifo", ["inspect", "fifo.pth"], deadline=20)
     os.mkfifo(Path(case["folder"]) / "fifo.pth")
