@@ -64,9 +64,9 @@ def torch2keras(
     With --pretrained ARCH, only DST is given: torchvision's Kinetics-400 checkpoint is downloaded
     into torch's hub cache (SHA-256 checked) and converted.
     """
-    from vrconvert.converter import parity
     from vrconvert.converter.conversion import convert
     from vrconvert.converter.errors import InputError
+    from vrconvert.converter.parity.validate import default_tolerance
 
     clip_size = parse_size(size)
     from vrconvert.converter.parity import runtime
@@ -95,7 +95,7 @@ def torch2keras(
         arch=arch,
         force=force,
         validate=not no_validate,
-        tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        tolerance=default_tolerance(include_preprocessing) if tolerance is None else tolerance,
         clips=None if no_validate else convert.default_clips(frames, clip_size, raw=include_preprocessing),
         fold_bn=fold_bn,
         include_preprocessing=include_preprocessing,

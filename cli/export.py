@@ -29,6 +29,11 @@ FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="Fix T in the input shape (with --size).")
 @click.option("--size", default=None, help="Fix HxW in the input shape (with --frames); default: T, H, W free.")
 @click.option("--fold-bn", is_flag=True, help="Fold every BatchNorm into the conv before it (inference only).")
+@click.option(
+    "--include-preprocessing",
+    is_flag=True,
+    help="Take uint8 frames (N, T, H, W, 3) and apply torchvision's Kinetics transform in the artifact.",
+)
 @force_option
 @click.option("--no-validate", is_flag=True, help="Skip running the artifact against torch.")
 @tolerance_option
@@ -40,14 +45,15 @@ FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
     help="Also compare on a centred clip of this video (repeatable).",
 )
 @json_option
-def export(src, dst, fmt, arch, frames, size, fold_bn, force, no_validate, tolerance, videos, as_json) -> None:
+def export(
+    src, dst, fmt, arch, frames, size, fold_bn, include_preprocessing, force, no_validate, tolerance, videos, as_json
+) -> None:
     """Export SRC (a torch checkpoint or a vrconvert .keras/.h5/.weights.h5 file) to DST.
 
     The artifact is loaded by its own runtime (tf.saved_model, LiteRT's Interpreter, onnxruntime,
     OpenVINO at f32) and compared with the torch model on a seeded random clip, the packaged real clip
     and every --video; it is moved onto DST only if it matches. Exit 0 pass, 1 parity failure, 2 bad input.
     """
-    from vrconvert.converter import parity
     from vrconvert.converter.parity import runtime
 
     if not runtime.select_backend("tensorflow"):
@@ -63,9 +69,10 @@ def export(src, dst, fmt, arch, frames, size, fold_bn, force, no_validate, toler
         frames=frames,
         size=clip_size,
         fold_bn=fold_bn,
+        include_preprocessing=include_preprocessing,
         force=force,
         validate=not no_validate,
-        tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        tolerance=tolerance,
         videos=videos,
     )
     if as_json:
@@ -76,7 +83,7 @@ def export(src, dst, fmt, arch, frames, size, fold_bn, force, no_validate, toler
     shape = "x".join("?" if d is None else str(d) for d in result.input_shape)
     click.echo(
         f"{result.src} -> {result.dst}: {result.format}, {result.arch}{' (BatchNorm folded)' if result.folded else ''}, "
-        f"input {result.signature.get('input')!r} {shape} float32 NTHWC, "
+        f"input {result.signature.get('input')!r} {shape} {result.signature.get('dtype', 'float32')} NTHWC, "
         f"{sum(result.files.values()) / 1e6:.1f} MB ({result.seconds['total']:.1f} s)"
     )
     if result.parity is not None:

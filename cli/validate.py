@@ -66,7 +66,6 @@ def validate(
     max absolute and relative difference, cosine and top-1/top-5 agreement, and on failure names the
     first torch module and Keras layer whose outputs differ. Exit 0 pass, 1 parity failure, 2 bad input.
     """
-    from vrconvert.converter import parity
     from vrconvert.converter.parity import runtime
 
     keras_backend = runtime.resolve_backend(keras_backend)
@@ -75,8 +74,8 @@ def validate(
     from vrconvert.converter.formats import keras_io
     from vrconvert.converter.parity import validate as validator
 
-    tolerance = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
     raw = keras_io.takes_frames(keras_file)  # a model that preprocesses itself is fed decoded frames
+    tolerance = validator.default_tolerance(raw) if tolerance is None else tolerance
     clips = validator.clips_for(
         frames=frames, size=parse_size(size), random=random_clips, sample=not no_sample, videos=videos, raw=raw
     )

@@ -15,7 +15,9 @@ on every backend, and the graph exports. Step by step, as torchvision's `VideoCl
    rounds a float32 in [0, 2**23) to an integer, half to even (IEEE), and subtracting it is exact.
    The clamp to 255 sits between the two additions so that no graph optimiser may fold them into one
    (ONNX and OpenVINO optimisers fuse adjacent additions: the rounding would vanish silently).
-5. `scale` and `normalize`: /255, then (x - mean) / std (`Rescaling`, `Normalization`; no variables).
+5. `scale` and `normalize`: /255, then (x - mean) / std as x * (1 / std) + (-mean / std), both
+   `Rescaling` with per-channel constants in the config. (`Normalization` would do, but ONNX exports
+   turn its mean and variance into extra graph inputs.) No layer owns a variable.
 """
 
 from __future__ import annotations
@@ -50,9 +52,8 @@ def kinetics(frames: keras.KerasTensor, preprocessing: Preprocessing | None = No
     p = preprocessing or Preprocessing()
     x = levels(frames, p)
     x = keras.layers.Rescaling(1.0 / 255.0, name=f"{PREFIX}scale")(x)
-    return keras.layers.Normalization(
-        axis=-1, mean=list(p.mean), variance=[s * s for s in p.std], name=f"{PREFIX}normalize"
-    )(x)
+    scale, offset = [1.0 / s for s in p.std], [-m / s for m, s in zip(p.mean, p.std, strict=True)]
+    return keras.layers.Rescaling(scale, offset=offset, name=f"{PREFIX}normalize")(x)
 
 
 def levels(frames: keras.KerasTensor, preprocessing: Preprocessing | None = None) -> keras.KerasTensor:

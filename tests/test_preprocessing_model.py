@@ -427,3 +427,41 @@ def test_validation_fails_a_model_cropped_the_keras_way(keras, torch, monkeypatc
     clips = validator.clips_for(frames=2, size=(120, 160), random=1, sample=False, raw=True)
     report = validator.check_models(torch_model.arch, torch_model, wrong, clips, runtime.prepare("cpu"))
     assert not report.passed and report.worst.max_rel_diff > 1e-3
+
+
+# ---- export ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_frames(tmp_path_factory):
+    """mc3_18 (the export tests' smallest variant, 7 classes) as .tflite and .onnx preprocessing artifacts:
+    T fixed at 2, any frame size, checked by `export` itself on decoded frames before it writes."""
+    from helpers import make_checkpoint, save_state
+
+    from vrconvert.converter.deploy.export import export
+
+    folder = tmp_path_factory.mktemp("export_frames")
+    model, state = make_checkpoint("mc3_18", num_classes=7, seed=3)
+    save_state(state, folder / "mc3_18.pth")
+    results = {
+        dst: export(folder / "mc3_18.pth", folder / dst, frames=2, include_preprocessing=True)
+        for dst in ("frames.tflite", "frames.onnx")
+    }
+    return model, folder, results
+
+
+@pytest.mark.parametrize("dst", ["frames.tflite", "frames.onnx"])
+def test_exported_preprocessing_model_matches_torchvision_and_torch(exported_frames, dst, torch):
+    """The artifact in its own runtime, on frames of a size it was not checked on: the logits of
+    torchvision's transform followed by the torch model (LiteRT: builtin ops only, by the exporter)."""
+    from vrconvert.converter.deploy.formats import format_for
+
+    model, folder, results = exported_frames
+    result = results[dst]
+    assert result.passed and result.signature["dtype"] == "uint8" and result.input_shape == [None, 2, None, None, 3]
+    assert any(c["input"].startswith("vtest_clip.mp4") for c in result.as_dict()["parity"]["cases"])
+    run = format_for(folder / dst).runner(folder / dst)
+    raw = np.random.default_rng(30).integers(0, 256, (2, 270, 480, 3), dtype=np.uint8)
+    with torch.no_grad():
+        reference = model(torch.from_numpy(torchvision_clip(raw))).numpy()
+    _assert_same_labels(run(raw[None]), reference)

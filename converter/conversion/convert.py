@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter import parity
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import count_params, expand
 from vrconvert.converter.conversion import accounting
@@ -98,7 +97,7 @@ def torch_to_keras(
     arch: str | None = None,
     force: bool = False,
     validate: bool = True,
-    tolerance: float = parity.DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     clips: dict[str, np.ndarray] | None = None,
     fold_bn: bool = False,
     include_preprocessing: bool = False,
@@ -118,6 +117,7 @@ def torch_to_keras(
         why = "with --fold-bn" if fold_bn else "to .weights.h5 (no config to carry it)"
         raise InputError(f"{dst}: --include-preprocessing cannot be written {why}; write a .keras or .h5")
     ckpt, variant = load_state(src, arch)
+    tolerance = validator.default_tolerance(include_preprocessing) if tolerance is None else tolerance
     if fold_bn:
         from vrconvert.models_tf import fold
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter import parity
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import INPUT
 from vrconvert.converter.deploy import atomic
@@ -67,15 +66,18 @@ def load_source(src: Path, arch: str | None = None) -> tuple[spec.Arch, dict[str
     return variant, ckpt.state, ckpt.format
 
 
-def keras_model_for(variant: spec.Arch, state: dict[str, np.ndarray], fold_bn: bool):
-    """The Keras model to export: the converted one, or its BatchNorm-folded inference form."""
+def keras_model_for(variant: spec.Arch, state: dict[str, np.ndarray], fold_bn: bool, include_preprocessing=False):
+    """The Keras model to export: the converted one, or its BatchNorm-folded inference form; with
+    `include_preprocessing`, fed uint8 frames (`models_tf.preprocessing`)."""
+    if fold_bn and include_preprocessing:
+        raise InputError("--include-preprocessing and --fold-bn cannot be combined yet")
     if fold_bn:
         from vrconvert.models_tf import fold
 
         return fold.build_folded(variant, state)
     from vrconvert.converter.formats import keras_io
 
-    return keras_io.build_model(variant, state)
+    return keras_io.build_model(variant, state, include_preprocessing=include_preprocessing)
 
 
 def check_format_installed(fmt: Format) -> None:
@@ -110,22 +112,28 @@ def export(
     fold_bn: bool = False,
     force: bool = False,
     validate: bool = True,
-    tolerance: float = parity.DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     videos=(),
     clips: dict[str, np.ndarray] | None = None,
     progress=None,
+    include_preprocessing: bool = False,
 ) -> ExportResult:
     """Exports SRC to DST in `format` (default: from DST's suffix); with `validate`, the artifact is run
     by its runtime on the validator's clips and must match torch within `tolerance`, else ParityError and
     nothing at DST. `frames` and `size` fix the input shape; left out, T, H and W stay free. `clips`
-    (torch layout, by name) replace the validator's default inputs."""
+    (torch layout, by name) replace the validator's default inputs. With `include_preprocessing`, the
+    artifact takes uint8 frames (N, T, H, W, 3): T fixed (default: the clip length; LiteRT converts T
+    4-D resizes, not a loop), H and W free unless `size` is given, checked on decoded frames."""
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     fmt = format_for(dst, format)
     check_format_installed(fmt)  # before any framework is imported: bad input fails fast
     final = targets(fmt, dst)
     atomic.check_targets(final, force)
-    if (frames is None) != (size is None):
+    tolerance = validator.default_tolerance(include_preprocessing) if tolerance is None else tolerance
+    if include_preprocessing:
+        frames = frames or spec.Preprocessing().frames
+    elif (frames is None) != (size is None):
         raise InputError("--frames and --size fix the input shape together: give both or neither")
     if not src.exists():
         raise InputError(f"{src}: no such file")
@@ -136,11 +144,12 @@ def export(
     if keras.backend.backend() != "tensorflow":
         raise InputError(f"export runs Keras on TensorFlow, not {keras.backend.backend()} (set KERAS_BACKEND)")
     variant, state, _ = load_source(src, arch)
-    model = keras_model_for(variant, state, fold_bn)
+    model = keras_model_for(variant, state, fold_bn, include_preprocessing)
     shape = [None, frames, *(size or (None, None)), 3]
     result = ExportResult(str(src), str(dst), fmt.name, variant.name, variant.num_classes, fold_bn, shape)
     result.seconds["load"] = time.perf_counter() - start
-    signature = [keras.InputSpec(shape=tuple(shape), dtype="float32", name=INPUT)]
+    dtype, name = ("uint8", "frames") if include_preprocessing else ("float32", INPUT)
+    signature = [keras.InputSpec(shape=tuple(shape), dtype=dtype, name=name)]
     with atomic.staging(dst) as folder:
         staged_main = folder / dst.name
         t = time.perf_counter()
@@ -154,6 +163,11 @@ def export(
         result.runtime, result.signature = runner.runtime, runner.signature.as_dict()
         if validate:
             t = time.perf_counter()
+            if clips is None and include_preprocessing:  # decoded frames, any size: the real clips too
+                has_av = importlib.util.find_spec("av") is not None
+                clips = validator.clips_for(
+                    frames=frames, size=size or (240, 320), sample=has_av, videos=videos, raw=True
+                )
             if clips is None:
                 clips, notes = default_clips(frames or 16, size or (112, 112), videos)
                 result.notes += notes

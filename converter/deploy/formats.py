@@ -42,7 +42,8 @@ class Runner:
         self.run, self.signature, self.runtime = run, signature, runtime
 
     def __call__(self, clip: np.ndarray) -> np.ndarray:
-        return np.asarray(self.run(np.ascontiguousarray(clip, dtype=np.float32)))
+        dtype = np.uint8 if clip.dtype == np.uint8 else np.float32  # uint8: frames for an in-model transform
+        return np.asarray(self.run(np.ascontiguousarray(clip, dtype=dtype)))
 
 
 # ---- exporters: Keras' own model.export, options only -------------------------------------------------

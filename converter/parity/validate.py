@@ -29,6 +29,14 @@ from vrconvert.converter.errors import InputError
 from vrconvert.converter.parity.runtime import Runtime
 
 CONTEXT = 2  # records shown before and after the first divergence
+# On raw frames the transform's uint8 rounding lands on the other side for a few values in 100,000
+# (resize arithmetic differs between runtimes); each moves the logits by ~1e-5 of their largest
+# magnitude. Issue 13's end-to-end bound, the default whenever the clips are frames.
+FRAMES_TOLERANCE = 1e-4
+
+
+def default_tolerance(raw: bool) -> float:
+    return FRAMES_TOLERANCE if raw else parity.DEFAULT_TOLERANCE
 
 
 @dataclass
