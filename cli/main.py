@@ -11,6 +11,7 @@ from .catalog import build_cmd, list_cmd
 from .convert import keras2torch, torch2keras
 from .demo import demo
 from .errors import run_guarded
+from .evaluate import evaluate
 from .export import export
 from .inspect import inspect, mapping_cmd
 from .keras2keras import keras2keras
@@ -29,10 +30,11 @@ def cli() -> None:
 COMMANDS = (
     torch2keras,
     keras2torch,
-    export,
     keras2keras,
+    export,
     validate,
     predict,
+    evaluate,
     inspect,
     mapping_cmd,
     list_cmd,
