@@ -97,6 +97,12 @@ def _check_extra(module: str, option: str) -> None:
     "--workers", type=click.IntRange(min=1), default=None, help="Processes (default 1; with --ray, the cluster's CPUs)."
 )
 @click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads per worker (default: the cores split evenly between the workers).",
+)
+@click.option(
     "--ray", "ray_address", default=None, metavar="ADDRESS|auto", help="Run the workers as actors on this Ray cluster."
 )
 @click.option(
@@ -121,6 +127,7 @@ def evaluate(
     frames,
     size,
     workers,
+    threads,
     ray_address,
     out,
     resume,
@@ -158,10 +165,10 @@ def evaluate(
 
         cpus = ray_runner.connect(ray_address)
         workers = workers or cpus
-        threads = max(1, cpus // workers)
+        threads = threads or max(1, cpus // workers)
     else:
         workers = workers or 1
-        threads = local.share(workers)
+        threads = threads or local.share(workers)
     settings = Settings(
         str(torch_file.resolve()) if torch_file else None,
         str(keras_file.resolve()) if keras_file else None,
