@@ -26,7 +26,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 24px auto; max-width: 1200p
 h1 { font-size: 22px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; }
 td, th { padding: 3px 10px; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }
-td.why { white-space: normal; text-align: left; }
+.why { display: inline-block; white-space: normal; text-align: left; min-width: 320px; }
 td:first-child, th:first-child { text-align: left; }
 .bad { color: #b00020; font-weight: 600; } .good { color: #1b5e20; }
 .kv td { text-align: left; } img { max-width: 100%; }
@@ -93,7 +93,7 @@ def layer_profile(profile: dict) -> str:
         ax.annotate(
             f"first divergence: {first}",
             (i, rel[i]),
-            xytext=(10, 18),
+            xytext=(14, -40),
             textcoords="offset points",
             color="#b05a00",
             arrowprops={"arrowstyle": "->", "color": "#b05a00"},
@@ -225,7 +225,7 @@ def evaluation_page(folder: str | Path, out: str | Path, tolerance: float) -> No
                 _fmt(r.get("top5_agree")),
                 _fmt(r.get("max_rel_diff")),
                 _fmt(r.get("cosine"), ".9f"),
-                "" if r["ok"] else f'<span class="bad">{html.escape(r["error"] or "")}</span>',
+                "" if r["ok"] else f'<span class="bad why">{html.escape(r["error"] or "")}</span>',
             ]
         )
     body.append(
