@@ -45,6 +45,12 @@ from .options import (
 @keras_backend_option
 @allow_tf32_option
 @tolerance_option
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a self-contained HTML page: the cases and the per-layer error profile of the worst input.",
+)
 @json_option
 def validate(
     torch_file,
@@ -58,6 +64,7 @@ def validate(
     keras_backend,
     allow_tf32,
     tolerance,
+    report_path,
     as_json,
 ) -> None:
     """Check that TORCH_FILE and KERAS_FILE compute the same logits.
@@ -81,6 +88,10 @@ def validate(
     )
     if not clips:
         raise click.UsageError("nothing to compare: give --random N, --video FILE or leave the packaged clip in")
+    if report_path is not None:
+        from vrconvert.converter.evaluate import report as html_report
+
+        html_report.check_target(report_path)  # before the models run: matplotlib there, folder exists
     settings = runtime.prepare(device, allow_tf32)
     report = validator.validate_files(
         torch_file,
@@ -89,13 +100,35 @@ def validate(
         runtime=settings,
         tolerance=tolerance,
         progress=None if as_json else _progress(len(clips)),
+        profile=report_path is not None,
     )
+    if report_path is not None:
+        html_report.validation_page(report.as_dict(), _profile(report), report_path)
     if as_json:
         emit_json(report.as_dict())
     else:
         print_report(report)
     if not report.passed:
         sys.exit(1)
+
+
+def _profile(report) -> dict | None:
+    """The per-layer picture's data, in the form the HTML report draws (as evaluate's worst video)."""
+    from dataclasses import asdict
+
+    from vrconvert.converter.parity.validate import first_divergence
+
+    if report.layers is None:
+        return None
+    worst = report.worst.input
+    first = first_divergence(report.layers, report.tolerance, worst)
+    return {
+        "video": None,
+        "input": worst,
+        "tolerance": report.tolerance,
+        "layers": [asdict(d) for d in report.layers],
+        "first_divergence": first.torch_module if first else None,
+    }
 
 
 def _progress(length: int):

@@ -199,3 +199,33 @@ def test_predict_keras_path_imports_no_torch(pairs):
         print(p.framework, len(p.top))
     """)
     assert result.stdout.strip() == "keras (tensorflow) 2"
+
+
+def test_validate_report_draws_the_layer_profile(pairs, tmp_path, capsys):
+    """`validate --report` writes one offline page: the cases and the per-layer profile of the worst
+    input, with the first diverging layer named when a BatchNorm is sabotaged."""
+    pytest.importorskip("matplotlib")
+    _torch_file, keras_file, state = pairs["r3d_18"]
+    module = _first_bn_in_layer3("r3d_18")
+    bad = dict(state)
+    bad[f"{module}.running_var"] = state[f"{module}.running_var"] * np.float32(1.5)
+    save_state(bad, tmp_path / "bad.pth")
+
+    code, _, err = invoke(
+        ["validate", tmp_path / "bad.pth", keras_file, *SMALL, "--no-sample", "--report", tmp_path / "bad.html"], capsys
+    )
+    assert code == 1, err
+    page = (tmp_path / "bad.html").read_text()
+    assert f"First diverging layer: <b>{module}</b>" in page
+    assert "data:image/png;base64," in page and "http://" not in page and "https://" not in page
+
+    good_torch, _, _ = pairs["r3d_18"]
+    code, _, err = invoke(
+        ["validate", good_torch, keras_file, *SMALL, "--no-sample", "--report", tmp_path / "good.html"], capsys
+    )
+    assert code == 0, err
+    page = (tmp_path / "good.html").read_text()
+    assert "No layer exceeds the tolerance" in page and "parity PASS" in page
+
+    code, _, err = invoke(["validate", good_torch, keras_file, *SMALL, "--report", tmp_path / "no" / "x.html"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1

@@ -143,7 +143,11 @@ def profile_section(profile: dict | None) -> str:
         for d in profile["layers"]
     ]
     return (
-        f"<p>Video {html.escape(profile.get('video') or profile['input'])}, input {html.escape(profile['input'])}.</p>"
+        (
+            f"<p>Video {html.escape(profile['video'])}, input {html.escape(profile['input'])}.</p>"
+            if profile.get("video")
+            else f"<p>Input {html.escape(profile['input'])} (the worst case).</p>"
+        )
         + verdict
         + layer_profile(profile)
         + "<details><summary>every layer record</summary><div class=scroll>"
@@ -158,6 +162,13 @@ def _page(title: str, body: str) -> str:
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>Written {stamp}.</p>{body}</body></html>\n"
     )
+
+
+def check_target(out: Path) -> None:
+    """Refuses a report that could not be written, before any model runs."""
+    _pyplot()
+    if not Path(out).parent.is_dir():
+        raise InputError(f"{Path(out).parent}: no such directory")
 
 
 def _write(out: Path, text: str) -> None:

@@ -72,6 +72,7 @@ class Report:
     tolerance: float
     cases: list[parity.Case]
     first_divergence: Divergence | None = None
+    layers: list[LayerDiff] | None = None  # every record on the worst clip, when localised or profiled
     torch_file: str | None = None
     keras_file: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # load, compare (the cases), localise
@@ -209,10 +210,12 @@ def check_models(
     runtime: Runtime,
     tolerance: float = parity.DEFAULT_TOLERANCE,
     progress=None,
+    profile: bool = False,
 ) -> Report:
     """Compares the two in-memory models on `clips`; localises the first divergence on the worst clip.
 
-    `progress`, if given, wraps the iterator of cases (e.g. a progress bar of `len(clips)` steps).
+    `progress`, if given, wraps the iterator of cases (e.g. a progress bar of `len(clips)` steps);
+    `profile` keeps every layer's figures on the worst clip even when the logits pass (for a report).
     """
     from vrconvert.models_tf.preprocessing import has_preprocessing, predictor
 
@@ -223,7 +226,9 @@ def check_models(
     def localise(torch_model, clip):
         return layer_diffs(arch, torch_model, keras_model, clip, runtime)
 
-    return check_runner(arch, torch_model, predictor(keras_model), clips, runtime, tolerance, progress, localise)
+    return check_runner(
+        arch, torch_model, predictor(keras_model), clips, runtime, tolerance, progress, localise, profile
+    )
 
 
 def check_runner(
@@ -235,11 +240,13 @@ def check_runner(
     tolerance: float = parity.DEFAULT_TOLERANCE,
     progress=None,
     localise=None,
+    profile: bool = False,
 ) -> Report:
     """The one comparison: the torch model against `run`, anything that maps NTHWC clips to logits (a
     Keras model's predictor, an exported artifact's runtime). `localise(torch_model, clip)`, if given,
     returns the per-layer figures on the worst clip when a case fails. Clips of uint8 frames are for a
-    `run` that preprocesses itself: the torch model then gets torchvision's transform in front."""
+    `run` that preprocesses itself: the torch model then gets torchvision's transform in front. With
+    `profile`, the per-layer figures are computed on the worst clip even when every case passes."""
     start = time.perf_counter()
     if clips and all(c.dtype == np.uint8 for c in clips.values()):  # raw frames: torchvision's transform first
         from vrconvert.models_torch.preprocessing import with_preprocessing
@@ -254,11 +261,12 @@ def check_runner(
         cases = list(cases_iter)
     report = Report(arch.name, arch.num_classes, runtime, tolerance, cases)
     report.seconds["compare"] = time.perf_counter() - start
-    if not report.passed and localise is not None:
+    if localise is not None and (profile or not report.passed):
         start = time.perf_counter()
         worst = report.worst.input
-        diffs = localise(torch_model, clips[worst])
-        report.first_divergence = first_divergence(diffs, tolerance, worst)
+        report.layers = localise(torch_model, clips[worst])
+        if not report.passed:
+            report.first_divergence = first_divergence(report.layers, tolerance, worst)
         report.seconds["localise"] = time.perf_counter() - start
     return report
 
@@ -271,6 +279,7 @@ def validate_files(
     runtime: Runtime,
     tolerance: float = parity.DEFAULT_TOLERANCE,
     progress=None,
+    profile: bool = False,
 ) -> Report:
     """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
     from vrconvert.converter.formats import keras_io
@@ -287,7 +296,7 @@ def validate_files(
         )
     torch_model = torch_model_from_state(variant, ckpt.state)
     loaded = time.perf_counter() - start
-    report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress)
+    report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress, profile)
     report.torch_file, report.keras_file = str(torch_file), str(keras_file)
     report.seconds = {"load": loaded, **report.seconds}
     return report
