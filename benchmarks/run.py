@@ -309,16 +309,32 @@ def markdown(results: dict) -> str:
             f"| `vrconvert inspect out.keras` | {s['inspect_keras_s']:.2f} | |",
             "",
         ]
+    if "evaluate" in results:
+        e = results["evaluate"]
+        lines += [
+            f"| evaluate over {e['videos']} videos ({e['clip']} clips) | videos/s |",
+            "| --- | --- |",
+            f"| the two models back to back, one process | {e['baseline_videos_per_s']:.2f} |",
+            f"| `evaluate` (one fsync'd line per video) | {e['evaluate_videos_per_s']:.2f} |",
+            f"| ratio (target >= {e['target']}) | **{e['ratio']:.2f}** |",
+            "",
+        ]
     return "\n".join(lines)
+
+
+def bench_evaluate() -> dict:
+    """benchmarks/evaluate.py in its own process (it prints one JSON line)."""
+    out = subprocess.run([PY, str(HERE / "evaluate.py")], check=True, capture_output=True, text=True, env=ENV)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument(
-        "--skip", action="append", default=[], choices=["inference", "conversion", "validation", "startup"]
+        "--skip", action="append", default=[], choices=["inference", "conversion", "validation", "startup", "evaluate"]
     )
-    parser.add_argument("--only", choices=["inference", "conversion", "validation", "startup", "export"])
+    parser.add_argument("--only", choices=["inference", "conversion", "validation", "startup", "evaluate", "export"])
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     reps = 2 if args.quick else 5
@@ -337,6 +353,7 @@ def main() -> None:
             "validation": lambda: bench_validation(ckpt, folder, max(1, reps - 2)),
             "startup": lambda: bench_startup(ckpt, folder, reps),
             "inference": lambda: bench_inference(3 if args.quick else 5),
+            "evaluate": bench_evaluate,
         }
         if "inference" not in args.skip and args.only in (None, "inference"):
             results["sgemm_gflops"] = measured_sgemm()
