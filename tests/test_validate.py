@@ -229,3 +229,17 @@ def test_validate_report_draws_the_layer_profile(pairs, tmp_path, capsys):
 
     code, _, err = invoke(["validate", good_torch, keras_file, *SMALL, "--report", tmp_path / "no" / "x.html"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_predict_takes_a_softmax_head_as_probabilities():
+    """The builder's nets end in softmax: predict and evaluate average those outputs as they are, where
+    torchvision's logits get a softmax (a second softmax would flatten the builder's probabilities)."""
+    from vrconvert.converter.video.classify import probabilities
+
+    builder = spec.get("builder_r18_3d")
+    assert builder.head_activation == "softmax"
+    outputs = np.array([[0.7, 0.2, 0.1]], dtype=np.float32)
+    assert np.allclose(probabilities(outputs, builder), outputs)
+    logits = np.array([[2.0, 0.0, -1.0]])
+    expected = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose(probabilities(logits, spec.get("r3d_18")), expected)

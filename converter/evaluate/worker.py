@@ -22,7 +22,7 @@ from vrconvert.converter import parity
 from vrconvert.converter.arch import spec
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.evaluate.sources import Item, label_index
-from vrconvert.converter.video.classify import softmax
+from vrconvert.converter.video.classify import probabilities
 
 TOP = 5
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
@@ -136,10 +136,10 @@ class Evaluator:
 
     def top(self, logits: list[np.ndarray]) -> list[dict]:
         """`predict`'s answer: softmax probabilities averaged over the clips, the best `TOP` classes."""
-        probabilities = np.mean([softmax(x)[0] for x in logits], axis=0)
-        order = np.argsort(-probabilities, kind="stable")[:TOP]
+        mean = np.mean([probabilities(x, self.arch)[0] for x in logits], axis=0)
+        order = np.argsort(-mean, kind="stable")[:TOP]
         return [
-            {"index": int(i), "name": self.names[i] if self.names else None, "probability": float(probabilities[i])}
+            {"index": int(i), "name": self.names[i] if self.names else None, "probability": float(mean[i])}
             for i in order
         ]
 

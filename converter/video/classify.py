@@ -49,6 +49,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def probabilities(outputs: np.ndarray, variant: spec.Arch | None) -> np.ndarray:
+    """Class probabilities from a model's outputs: a softmax over logits, or the outputs as they are
+    when the network's head already ends in softmax (the 3D-ResNet-Builder's nets), never twice."""
+    if variant is not None and variant.head_activation == "softmax":
+        return outputs.astype(np.float64)
+    return softmax(outputs)
+
+
 def _runner(model_path: Path, arch: str | None, num_classes: int | None):
     """(arch, framework name, clip layout, function clip -> logits) for a Keras file or a torch checkpoint."""
     if keras_io.keras_suffix(model_path):
@@ -102,14 +110,17 @@ def classify(
     variant, framework, layout, run = _runner(model_path, arch, num_classes)
     if (layout == "frames") != raw:
         raise InputError(f"{model_path}: its config and its layers disagree on whether it takes raw frames")
-    probabilities = np.mean(
-        [softmax(run(c.array if layout != "NTHWC" else c.array.transpose(0, 2, 3, 4, 1)))[0] for c in batch], axis=0
+    mean = np.mean(
+        [
+            probabilities(run(c.array if layout != "NTHWC" else c.array.transpose(0, 2, 3, 4, 1)), variant)[0]
+            for c in batch
+        ],
+        axis=0,
     )
     names = spec.category_names(variant)
-    order = np.argsort(-probabilities, kind="stable")[:top]
+    order = np.argsort(-mean, kind="stable")[:top]
     labels = [
-        Label(rank + 1, int(i), names[i] if names else f"class {i}", float(probabilities[i]))
-        for rank, i in enumerate(order)
+        Label(rank + 1, int(i), names[i] if names else f"class {i}", float(mean[i])) for rank, i in enumerate(order)
     ]
     return Prediction(
         str(video_path),
