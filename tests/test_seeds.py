@@ -389,6 +389,30 @@ def test_clean_kernels_take_the_stride_once():
     assert split["layer2.0.downsample.0"].kernel == (1, 1, 1)  # torchvision's shortcut
 
 
+def test_clean_2plus1d_has_tran_widths_and_the_3d_nets_parameters():
+    """Tran et al. choose the (2+1)D mid width so the pair has as many parameters as the (t, h, w) conv it
+    replaces; the builder runs it at the unit's width instead (a quirk, 15.9 M against 33.4 M for 18
+    layers). The clean variants follow the paper: every pair's width is the formula's, and the whole net
+    lands within 0.1% of the same body with full 3D convs."""
+    for depth in (18, 50):
+        records = layers.expand(spec.get(f"builder_r{depth}_2plus1d_clean"))
+        by_name = {r.name: r for r in records}
+        pairs = [r for r in records if r.name.endswith(".two.conv")]
+        assert pairs
+        for spatial in pairs:
+            temporal = by_name[spatial.name.replace(".two.", ".one.")]
+            full = (temporal.kernel[0], *spatial.kernel[1:])
+            assert spatial.channels_out == temporal.channels_in
+            assert spatial.channels_out == spec.tran_width(full, spatial.channels_in, temporal.channels_out)
+            exact = math.prod(full) * spatial.channels_in * temporal.channels_out
+            pair = spatial.num_params + temporal.num_params
+            step = math.prod(spatial.kernel) * spatial.channels_in + full[0] * temporal.channels_out
+            assert exact - step < pair <= exact, spatial.name  # rounding down loses less than one channel
+        clean = layers.count_params(records)
+        full_3d = layers.count_params(layers.expand(spec.get(f"builder_r{depth}_3d")))
+        assert abs(clean - full_3d) / full_3d < 1e-3, (depth, clean, full_3d)
+
+
 def test_links_out_of_the_file_are_refused(tmp_path):
     """An HDF5 external link would read another file: the weight it stands for is reported, not followed."""
     import h5py

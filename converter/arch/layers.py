@@ -14,7 +14,16 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from vrconvert.converter.arch.spec import CONV_KINDS, Arch, ConvKind, Padding, Pool, Triple, midplanes_formula
+from vrconvert.converter.arch.spec import (
+    CONV_KINDS,
+    Arch,
+    ConvKind,
+    Padding,
+    Pool,
+    Triple,
+    midplanes_formula,
+    tran_width,
+)
 
 # conv, bn, dense: weighted modules; act: an activation module (`activation` says which); pool: a local
 # average pool (the ResNet-D shortcut; with "same" padding its average excludes the padded cells);
@@ -134,7 +143,7 @@ class _Graph:
         parallel parts; `act` (an activation name or None) reaches only the last part, as in the originals."""
         if kind.mid_formula:  # ResNet18-2Plus1DD: nothing between the two convs, then BN -> [act]
             t, h, w = kernel
-            mid = math.ceil(t * h * w * cin * cout / (h * w * cin + t * cout))
+            mid = tran_width(kernel, cin, cout, round_up=True)
             x = self.conv(f"{name}.spatial", x, cin, mid, (1, h, w), (1, stride[1], stride[2]))
             x = self.conv(f"{name}.temporal", x, mid, cout, (t, 1, 1), (stride[0], 1, 1))
             x = self.bn(f"{name}.bn", x)
@@ -142,11 +151,13 @@ class _Graph:
         outs: dict[str, str] = {}
         leaves = [part for part, _, _ in kind.parts if all(reads != part for _, _, reads in kind.parts)]
         masks = kind.part_strides or ((1, 1, 1),) * len(kind.parts)
+        mid = tran_width(kernel, cin, cout) if kind.tran_mid else cout  # width of the parts before the last
         for (part, keep, reads), mask in zip(kind.parts, masks, strict=True):
             sub = tuple(k if kept else 1 for k, kept in zip(kernel, keep, strict=True))
             step = tuple(s if m else 1 for s, m in zip(stride, mask, strict=True))
-            src, c_in = (x, cin) if reads is None else (outs[reads], cout)
-            y = self.bn(f"{name}.{part}.bn", self.conv(f"{name}.{part}.conv", src, c_in, cout, sub, step))
+            src, c_in = (x, cin) if reads is None else (outs[reads], self.channels(outs[reads]))
+            c_out = cout if part in leaves else mid
+            y = self.bn(f"{name}.{part}.bn", self.conv(f"{name}.{part}.conv", src, c_in, c_out, sub, step))
             if kind.act_after_sum and len(leaves) > 1 and part in leaves:
                 pass  # summed first, activated after the sum
             elif part not in leaves or part != kind.parts[-1][0]:  # between parts, and the builder's other

@@ -62,6 +62,9 @@ class ConvKind:
     # and whether parallel parts are summed before the activation (True) or each ReLU'd (the builder's).
     part_strides: tuple[Triple, ...] | None = None
     act_after_sum: bool = False
+    # R(2+1)D's width rule for a spatial-then-temporal pair: the first part has `tran_width` channels
+    # (as many parameters as the full conv it replaces), not the unit's width (the builder's quirk).
+    tran_mid: bool = False
 
     @property
     def unit(self) -> bool:
@@ -86,7 +89,8 @@ CONV_KINDS: dict[str, ConvKind] = {
         "splitfast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy"))
     ),
     # The same kernels as their papers define them: the stride taken once (space by the spatial part,
-    # time by the temporal one), BN -> ReLU between sequential parts, parallel parts summed, then [ReLU].
+    # time by the temporal one), BN -> ReLU between sequential parts, parallel parts summed, then [ReLU];
+    # (2+1)D's mid width is Tran et al.'s.
     "2plus1d_paper": ConvKind(
         "2plus1d_paper",
         True,
@@ -94,6 +98,7 @@ CONV_KINDS: dict[str, ConvKind] = {
         (("two", (0, 1, 1), None), ("one", (1, 0, 0), "two")),
         False,
         ((0, 1, 1), (1, 0, 0)),
+        tran_mid=True,
     ),
     "p3db_paper": ConvKind(
         "p3db_paper", True, True, (("left", (0, 1, 1), None), ("right", (1, 0, 0), None)), False, None, True
@@ -237,9 +242,18 @@ class Arch:
         return replace(self, num_classes=num_classes)
 
 
+def tran_width(kernel: Triple, cin: int, cout: int, *, round_up: bool = False) -> int:
+    """Tran et al.'s (2+1)D mid width: floor(t*h*w*Cin*Cout / (h*w*Cin + t*Cout)), as many parameters
+    as the full (t, h, w) conv it replaces (ResNet18-2Plus1DD rounds up)."""
+    t, h, w = kernel
+    top, bottom = t * h * w * cin * cout, h * w * cin + t * cout
+    return -(-top // bottom) if round_up else top // bottom
+
+
 def midplanes_formula(inplanes: int, planes: int) -> int:
-    """R(2+1)D's width rule: as many parameters as the full 3x3x3 conv it replaces (rounded down)."""
-    return (inplanes * planes * 27) // (inplanes * 9 + 3 * planes)
+    """torchvision's R(2+1)D width: Tran's for a 3x3x3 conv, computed once per block from (inplanes,
+    planes) and used for both of its convs."""
+    return tran_width((3, 3, 3), inplanes, planes)
 
 
 # The stems of the paper's family. The R(2+1)D stem's 45 channels are torchvision's literal.
@@ -376,8 +390,8 @@ def _builder(depth: int, kernel: str, se: bool = False, clean: bool = False) -> 
     as the oracle built it; a file's own head width is read from it).
 
     `clean`: the same body with the kernel as its paper defines it (the stride taken once, parallel parts
-    summed before the ReLU), where the original crashes (bottleneck '(2+1)D', 'split-FAST') or collapses
-    short clips; such a variant reads no original file (its shapes equal the faithful one's)."""
+    summed before the ReLU, (2+1)D at Tran's mid width), where the original crashes (bottleneck '(2+1)D',
+    'split-FAST') or collapses short clips; such a variant reads no original file."""
     block, blocks = _BUILDER_DEPTHS[depth]
     kind = f"{kernel}_paper" if clean else _BUILDER_KERNELS[kernel]
     return Arch(
