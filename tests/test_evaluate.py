@@ -81,21 +81,34 @@ def test_faithful_folder_counts_failures_and_report(data, tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 2 and "http" not in page.split("<body>")[1].split("base64")[0]
     keys = [r["key"] for r in store.read_records(out)]
     assert len(keys) == len(set(keys)) == VIDEOS + 2
-    chromium = shutil.which("chromium")
-    if chromium:
-        shot = tmp_path / "shot.png"
-        subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
-             f"file://{tmp_path / 'r.html'}"],
-            check=False, capture_output=True, timeout=60,
-        )  # fmt: skip
-        from PIL import Image
 
-        pixels = np.asarray(Image.open(shot).convert("RGB"))
-        assert pixels.shape[:2] == (2000, 1280)
-        assert (pixels < 200).mean() > 0.01  # text and figures drawn, not a blank page
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_renders_in_headless_chromium(data, tmp_path, capsys):
+    """The offline page in a real browser: a few videos (one corrupt) are enough to draw every part."""
+    videos = tmp_path / "videos"
+    for name in ("a/v00.mp4", "b/v01.mp4", "c/v02.mp4", "a/corrupt.mp4"):
+        (videos / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(data / "videos" / name, videos / name)
+    page = tmp_path / "r.html"
+    args = ["evaluate", data / "m.pth", data / "m.keras", "--videos", videos, *CLIP, "--out", tmp_path / "run"]
+    code, _, err = invoke([*args, "--report", page], capsys)
+    assert code == 0, err
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+         f"file://{page}"],
+        check=False, capture_output=True, timeout=60,
+    )  # fmt: skip
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (2000, 1280)
+    assert (pixels < 200).mean() > 0.01  # text and figures drawn, not a blank page
+    if os.environ.get("VRCONVERT_KEEP_SCREENSHOT"):  # to look at it
+        shutil.copy(shot, os.environ["VRCONVERT_KEEP_SCREENSHOT"])
 
 
 def test_second_run_on_the_same_folder_is_refused(data, tmp_path, capsys):

@@ -84,7 +84,11 @@ def layer_profile(profile: dict) -> str:
     names = [layer["torch_module"] for layer in layers]
     groups = [n.split(".")[0] if n.startswith(("stem", "layer")) else "head" for n in names]
     starts = [i for i, g in enumerate(groups) if i == 0 or g != groups[i - 1]]
-    ax.set_xticks(starts, [groups[i] for i in starts])
+    ends = [*starts[1:], len(rel)]
+    ax.set_xticks(starts, [""] * len(starts))  # group boundaries: grid lines
+    centres = [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)]  # names at the middle: a short
+    ax.set_xticks(centres, [groups[i] for i in starts], minor=True)  # stem's never covers layer1's
+    ax.tick_params(axis="x", which="minor", length=0)
     ax.grid(axis="x", color="#ddd")
     first = profile.get("first_divergence")
     if first in names:
