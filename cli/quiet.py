@@ -6,7 +6,6 @@ where the user set TF_CPP_MIN_LOG_LEVEL.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.abc
 import importlib.machinery
 import logging
@@ -15,6 +14,8 @@ import sys
 import warnings
 
 import click
+
+from vrconvert.converter.stderr import fd2_silenced
 
 
 def install() -> None:
@@ -31,25 +32,6 @@ def install() -> None:
 
 def _one_line(message, category, filename, lineno, file=None, line=None) -> None:
     click.echo(f"warning: {message}", err=True)
-
-
-@contextlib.contextmanager
-def fd2_silenced():
-    """File descriptor 2 points at /dev/null (C++ writes there directly), with TF_CPP_MIN_LOG_LEVEL=3;
-    both restored afterwards."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
 class _QuietTensorFlow(importlib.abc.MetaPathFinder):
@@ -75,5 +57,5 @@ class _SilencedLoader(importlib.abc.Loader):
     def exec_module(self, module) -> None:
         module.__spec__.loader = self.loader  # TensorFlow sees its own loader, as without us
         module.__loader__ = self.loader
-        with fd2_silenced():
+        with fd2_silenced({"TF_CPP_MIN_LOG_LEVEL": "3"}):
             self.loader.exec_module(module)

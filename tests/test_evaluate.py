@@ -175,3 +175,22 @@ def test_one_model_with_labels_gives_accuracy(data, tmp_path, capsys):
     assert code == 0, err
     s = json.loads(stdout)
     assert s["compared"] == 0 and s["accuracy"]["keras"]["videos"] == VIDEOS and "torch" not in s["accuracy"]
+
+
+def test_ray_token_is_used_when_at_hand(tmp_path, monkeypatch):
+    """`ray start` turns token authentication on and leaves the token in ~/.ray; a driver joining by
+    address must then run in token mode, which the user did not have to ask for. A mode they chose stays."""
+    from vrconvert.converter.evaluate.ray_runner import _token_when_at_hand
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    _token_when_at_hand()
+    assert "RAY_AUTH_MODE" not in os.environ  # no token anywhere: Ray's default
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("secret")
+    _token_when_at_hand()
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    _token_when_at_hand()
+    assert os.environ["RAY_AUTH_MODE"] == "disabled"

@@ -116,20 +116,9 @@ def test_new_layers_save_and_reload_in_plain_keras(arch, tmp_path, torch, capsys
     Keras file names its activation, so it is detected without --arch."""
     _, state = make_checkpoint(arch, seed=2)
     save_state(state, tmp_path / "m.pth")
-    code, out, err = invoke(
-        [
-            "torch2keras",
-            tmp_path / "m.pth",
-            tmp_path / "m.keras",
-            "--arch",
-            arch,
-            "--frames",
-            "4",
-            "--size",
-            "64",
-            "--json",
-        ],
-        capsys,
+    # no parity check here: the reloaded file's outputs are compared with torch's below
+    code, _, err = invoke(
+        ["torch2keras", tmp_path / "m.pth", tmp_path / "m.keras", "--arch", arch, "--no-validate"], capsys
     )
     assert code == 0, err
     clip = np.random.default_rng(3).standard_normal((1, 4, 48, 48, 3)).astype(np.float32)

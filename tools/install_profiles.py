@@ -43,7 +43,11 @@ CHECK = ["--frames", "8", "--size", "56x56"]  # validation clips: small
 # The user's environment as it was before this process imported anything: Keras and JAX set
 # variables (TF_CPP_MIN_LOG_LEVEL among them) that the commands under test must not inherit.
 # Lines on stderr that are not vrconvert's: absl/TF C++ logging, Python warnings, tracebacks.
-THIRD_PARTY = re.compile(r"^[IWEF]\d{4} |absl|oneDNN|cpu_feature_guard|\w+Warning: |^Traceback ")
+THIRD_PARTY = re.compile(
+    r"^[IWEF]\d{4} |absl|oneDNN|cpu_feature_guard|\w+Warning: |^Traceback "
+    r"|^\[\d{4}-\d\d-\d\d [\d:,]+ [IWEF] \d+ \d+\]"  # Ray's C++ logging
+    r"|^\d{4}-\d\d-\d\d [\d:,]+\s+(INFO|WARNING|ERROR) \S+\.py:\d+ -- "  # Ray's Python logging
+)
 IN_PROCESS = threading.Lock()  # profiles run in threads; files are read back here one at a time
 USER_ENV = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "VRCONVERT_DEBUG", "VIRTUAL_ENV")}
 
@@ -93,6 +97,13 @@ PROFILES = [
         {"KERAS_BACKEND": "jax"},
         ("help", "t2k", "k2t", "validate", "predict"),
         absent=("tensorflow-cpu", "tensorflow"),
+    ),
+    Profile(
+        "P6",
+        "all,export,evaluate",
+        {},
+        ("export", "evaluate", "validate-report"),
+        absent=("jax", "jaxlib"),
     ),
     Profile(
         "P5",
@@ -315,6 +326,65 @@ def check_build(v: Venv, fx: Fixtures) -> None:
         expect(shapes == {k: a.shape for k, a in fx.state.items() if not k.endswith("num_batches_tracked")}, name)
 
 
+EXPORTS = {"saved_model": "model", "litert": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+
+
+def check_export(v: Venv, fx: Fixtures) -> None:
+    """Every format, each loaded by its own runtime and checked against torch by the command itself."""
+    for fmt, name in EXPORTS.items():
+        doc = json.loads(
+            v.vrconvert("export", str(fx.checkpoint), name, "--frames", "4", "--size", "32x32", "--json")[0]
+        )
+        expect(doc["passed"] is True and doc["format"] == fmt, f"export {fmt}: {doc}")
+        expect(doc["input_shape"] == [None, 4, 32, 32, 3], f"export {fmt}: input {doc['input_shape']}")
+        expect((v.scratch / name).exists(), f"export {fmt}: no {name}")
+
+
+def _videos(v: Venv, fx: Fixtures) -> Path:
+    """Two labelled copies of the packaged clip and one file that is not a video."""
+    videos = v.scratch / "videos"
+    for label in ("a", "b"):
+        (videos / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(fx.video, videos / label / "clip.mp4")
+    (videos / "a" / "broken.mp4").write_text("not a video\n")
+    return videos
+
+
+def check_evaluate(v: Venv, fx: Fixtures) -> None:
+    """One worker with a report, then the same videos on a local Ray cluster started from this venv."""
+    videos, models = _videos(v, fx), (str(fx.checkpoint), str(fx.keras))
+    args = ["evaluate", *models, "--videos", str(videos), *CHECK, "--json"]
+    runs = {}
+    for name, extra in (("one", ["--report", "report.html"]), ("ray", ["--ray", "127.0.0.1:6391", "--workers", "2"])):
+        if name == "ray":
+            ray = [str(v.path / "bin" / "ray")]
+            head = ["start", "--head", "--node-ip-address=127.0.0.1", "--port=6391", "--num-cpus=2"]
+            got, _, err, _ = run([*ray, *head, "--include-dashboard=false"], cwd=v.scratch, log=v.log)
+            expect(got == 0, f"ray start: {err.strip()[-400:]}")
+        try:
+            out, _ = v.vrconvert(*args, "--out", f"eval-{name}", *extra)
+        finally:
+            if name == "ray":
+                run([*ray, "stop", "--force"], cwd=v.scratch, log=v.log)
+        summary = json.loads(out)
+        expect(
+            (summary["videos"], summary["evaluated"], summary["failures"]) == (3, 2, 1), f"evaluate {name}: {summary}"
+        )
+        expect(summary["top1_agreement"] == 1.0 and summary["beyond_tolerance"] == 0, f"evaluate {name}: {summary}")
+        runs[name] = sorted(
+            json.dumps({k: x for k, x in r.items() if k not in ("seconds", "worker")}, sort_keys=True)
+            for r in map(json.loads, (v.scratch / f"eval-{name}" / "results.jsonl").read_text().splitlines())
+        )
+    expect(runs["one"] == runs["ray"], "evaluate: Ray's results differ from one worker's")
+    page = (v.scratch / "report.html").read_text()
+    expect(page.count("data:image/png;base64,") == 2, "evaluate --report: the page lacks its two figures")
+
+
+def check_validate_report(v: Venv, fx: Fixtures) -> None:
+    v.vrconvert("validate", str(fx.checkpoint), str(fx.keras), *CHECK, "--report", "validate.html")
+    expect("data:image/png;base64," in (v.scratch / "validate.html").read_text(), "validate --report: no figure")
+
+
 CHECKS: dict[str, Callable[[Venv, Fixtures], None]] = {
     "help": check_help,
     "list": check_list,
@@ -327,6 +397,9 @@ CHECKS: dict[str, Callable[[Venv, Fixtures], None]] = {
     "validate": check_validate,
     "predict": check_predict,
     "build": check_build,
+    "export": check_export,
+    "evaluate": check_evaluate,
+    "validate-report": check_validate_report,
 }
 
 # The same commands where the profile lacks what they need: (arguments, given the fixtures)

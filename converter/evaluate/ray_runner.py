@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.evaluate.sources import Item
 from vrconvert.converter.evaluate.worker import Settings
+from vrconvert.converter.stderr import fd2_silenced
 
 
 def _ray():
@@ -42,14 +44,28 @@ class _Worker:
 
 def connect(address: str) -> int:
     """Joins the cluster at `address` ("auto": the one this machine belongs to), unless this process
-    already did; returns its CPU count."""
+    already did; returns its CPU count. Ray's C++ client logs each retry on stderr: silenced."""
+    _token_when_at_hand()  # before Ray's import, which reads it
     ray = _ray()
     if not ray.is_initialized():
         try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            with fd2_silenced():
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
             raise InputError(f"--ray {address}: no Ray cluster there ({str(exc).splitlines()[0]})") from None
     return int(ray.cluster_resources().get("CPU", 1))
+
+
+def _token_when_at_hand() -> None:
+    """`ray start` (Ray 2.59 and later) turns token authentication on and writes the token to
+    ~/.ray/auth_token, but a driver joining by address sends it only under RAY_AUTH_MODE=token (without
+    it: 'InvalidAuthToken' retries, then 'no Ray cluster there'). Token mode still joins a cluster
+    without authentication, so it is chosen whenever a token is at hand and the user chose no mode."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    at_hand = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if at_hand or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def run_ray(items: Iterable[Item], settings: Settings, workers: int) -> Iterator[dict]:
