@@ -232,6 +232,20 @@ def bench_startup(ckpt: Path, folder: Path, reps: int) -> dict:
     return out
 
 
+def keep_earlier(results: dict, path: Path, parts: dict) -> None:
+    """A partial run (--only) keeps the other parts of the last results.json, each with when and where it
+    was measured."""
+    if not path.is_file():
+        return
+    earlier = json.loads(path.read_text())
+    for name in [*parts, "sgemm_gflops"]:
+        if name in earlier and name not in results:
+            results[name] = earlier[name]
+            if name in parts:
+                when = earlier.get("measured", {}).get(name, f"{earlier['date']} on {earlier['machine']['cpu']}")
+                results.setdefault("measured", {})[name] = when
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
@@ -240,6 +254,10 @@ def markdown(results: dict) -> str:
         + ".",
         "",
     ]
+    if len(set(results.get("measured", {}).values())) > 1:
+        lines[-1:-1] = [
+            "Parts measured: " + "; ".join(f"{k} {v}" for k, v in results["measured"].items()) + ".",
+        ]
     if "inference" in results:
         peak = (m.get("peak") or {}).get("gflops")
 
@@ -334,7 +352,12 @@ def main() -> None:
     parser.add_argument(
         "--skip", action="append", default=[], choices=["inference", "conversion", "validation", "startup", "evaluate"]
     )
-    parser.add_argument("--only", choices=["inference", "conversion", "validation", "startup", "evaluate", "export"])
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["inference", "conversion", "validation", "startup", "evaluate", "export"],
+        help="measure only this part (repeatable); the other parts of results.json are kept, with their dates",
+    )
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     reps = 2 if args.quick else 5
@@ -355,19 +378,22 @@ def main() -> None:
             "inference": lambda: bench_inference(3 if args.quick else 5),
             "evaluate": bench_evaluate,
         }
-        if "inference" not in args.skip and args.only in (None, "inference"):
+        if "inference" not in args.skip and (not args.only or "inference" in args.only):
             results["sgemm_gflops"] = measured_sgemm()
         for name, run in parts.items():
-            if name in args.skip or (args.only and name != args.only):
+            if name in args.skip or (args.only and name not in args.only):
                 continue
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             results[name] = run()
+            results.setdefault("measured", {})[name] = f"{results['date']} on {results['machine']['cpu']}"
+    if args.only:
+        keep_earlier(results, args.out / "results.json", parts)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
     (args.out / "results.md").write_text(table + "\n")
     print(table)
-    if args.only in (None, "export"):
+    if not args.only or "export" in args.only:
         subprocess.run([PY, str(HERE / "export.py"), "--out", str(args.out)] + ["--quick"] * args.quick, check=True)
 
 

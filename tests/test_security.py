@@ -260,6 +260,32 @@ def test_keras_files_are_checked_before_keras_loads_them(tmp_path, keras_files):
         assert_refused(result, max_rss_mb=2000)
 
 
+def test_stored_member_window_reads_what_zipfile_reads_and_no_further(tmp_path, keras_files):
+    """HDF5 reads the weights member through a window onto the archive file (zipfile's reader re-reads
+    from the start on every backward seek): the same bytes as zipfile at any position, never a byte past
+    the member, and a local header that points elsewhere is refused in one line."""
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.formats import keras_archive
+
+    path = keras_files / "m.keras"
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("model.weights.h5")
+        assert info.compress_type == zipfile.ZIP_STORED  # what Keras writes
+        whole = archive.read(info)
+        rng = np.random.default_rng(0)
+        with keras_archive._member(archive, info, path) as window:
+            for at in [*rng.integers(0, len(whole), 40), len(whole) - 3, len(whole), len(whole) + 100]:
+                window.seek(int(at))
+                assert window.read(1000) == whole[at : at + 1000]
+            window.seek(-10, 2)
+            assert window.read() == whole[-10:]
+    damaged = bytearray(path.read_bytes())
+    damaged[info.header_offset : info.header_offset + 4] = b"PK\x00\x00"
+    (tmp_path / "bad.keras").write_bytes(bytes(damaged))
+    with zipfile.ZipFile(tmp_path / "bad.keras") as archive, pytest.raises(InputError, match="local header"):
+        keras_archive._member(archive, archive.getinfo("model.weights.h5"), tmp_path / "bad.keras")
+
+
 def _claim_size(path: Path, member: str, size: int) -> None:
     """Rewrites the central directory so that `member` claims `size` bytes uncompressed."""
     data = bytearray(path.read_bytes())
