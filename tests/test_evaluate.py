@@ -55,8 +55,8 @@ def data(tmp_path_factory):
     return root
 
 
-def _run(data, out, *extra, models=("m.pth", "m.keras"), capsys):
-    args = ["evaluate", *(data / m for m in models), "--videos", data / "videos", *CLIP, "--out", out, *extra]
+def _run(data, out, *extra, models=("m.pth", "m.keras"), videos=None, capsys):
+    args = ["evaluate", *(data / m for m in models), "--videos", videos or data / "videos", *CLIP, "--out", out, *extra]
     return invoke(args, capsys)
 
 
@@ -91,8 +91,7 @@ def test_report_renders_in_headless_chromium(data, tmp_path, capsys):
         (videos / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(data / "videos" / name, videos / name)
     page = tmp_path / "r.html"
-    args = ["evaluate", data / "m.pth", data / "m.keras", "--videos", videos, *CLIP, "--out", tmp_path / "run"]
-    code, _, err = invoke([*args, "--report", page], capsys)
+    code, _, err = _run(data, tmp_path / "run", "--report", page, videos=videos, capsys=capsys)
     assert code == 0, err
     shot = tmp_path / "shot.png"
     subprocess.run(

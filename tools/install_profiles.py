@@ -352,33 +352,33 @@ def _videos(v: Venv, fx: Fixtures) -> Path:
 
 def check_evaluate(v: Venv, fx: Fixtures) -> None:
     """One worker with a report, then the same videos on a local Ray cluster started from this venv."""
-    videos, models = _videos(v, fx), (str(fx.checkpoint), str(fx.keras))
-    args = ["evaluate", *models, "--videos", str(videos), *CHECK, "--json"]
-    runs = {}
-    one = ["--threads", "1", "--report", "report.html"]  # Ray's 2 actors get 1 thread each: the same sums
-    for name, extra in (("one", one), ("ray", ["--ray", "127.0.0.1:6391", "--workers", "2"])):
-        if name == "ray":
-            ray = [str(v.path / "bin" / "ray")]
-            head = ["start", "--head", "--node-ip-address=127.0.0.1", "--port=6391", "--num-cpus=2"]
-            got, _, err, _ = run([*ray, *head, "--include-dashboard=false"], cwd=v.scratch, log=v.log)
-            expect(got == 0, f"ray start: {err.strip()[-400:]}")
-        try:
-            out, _ = v.vrconvert(*args, "--out", f"eval-{name}", *extra)
-        finally:
-            if name == "ray":
-                run([*ray, "stop", "--force"], cwd=v.scratch, log=v.log)
-        summary = json.loads(out)
-        expect(
-            (summary["videos"], summary["evaluated"], summary["failures"]) == (3, 2, 1), f"evaluate {name}: {summary}"
-        )
-        expect(summary["top1_agreement"] == 1.0 and summary["beyond_tolerance"] == 0, f"evaluate {name}: {summary}")
-        runs[name] = sorted(
-            json.dumps({k: x for k, x in r.items() if k not in ("seconds", "worker")}, sort_keys=True)
-            for r in map(json.loads, (v.scratch / f"eval-{name}" / "results.jsonl").read_text().splitlines())
-        )
-    expect(runs["one"] == runs["ray"], "evaluate: Ray's results differ from one worker's")
+    videos = _videos(v, fx)
+    one = _evaluate(v, fx, videos, "one", "--threads", "1", "--report", "report.html")  # as each Ray actor
+    ray = [str(v.path / "bin" / "ray")]
+    head = ["start", "--head", "--node-ip-address=127.0.0.1", "--port=6391", "--num-cpus=2"]
+    got, _, err, _ = run([*ray, *head, "--include-dashboard=false"], cwd=v.scratch, log=v.log)
+    expect(got == 0, f"ray start: {err.strip()[-400:]}")
+    try:
+        on_ray = _evaluate(v, fx, videos, "ray", "--ray", "127.0.0.1:6391", "--workers", "2")
+    finally:
+        run([*ray, "stop", "--force"], cwd=v.scratch, log=v.log)
+    expect(one == on_ray, "evaluate: Ray's results differ from one worker's")
     page = (v.scratch / "report.html").read_text()
     expect(page.count("data:image/png;base64,") == 2, "evaluate --report: the page lacks its two figures")
+
+
+def _evaluate(v: Venv, fx: Fixtures, videos: Path, name: str, *extra: str) -> list[str]:
+    """One evaluate run into eval-NAME, its summary checked; its records without timings, sorted."""
+    args = ["evaluate", str(fx.checkpoint), str(fx.keras), "--videos", str(videos), *CHECK, "--json"]
+    summary = json.loads(v.vrconvert(*args, "--out", f"eval-{name}", *extra)[0])
+    counts = (summary["videos"], summary["evaluated"], summary["failures"])
+    expect(counts == (3, 2, 1), f"evaluate {name}: {summary}")
+    expect(summary["top1_agreement"] == 1.0 and summary["beyond_tolerance"] == 0, f"evaluate {name}: {summary}")
+    records = (v.scratch / f"eval-{name}" / "results.jsonl").read_text().splitlines()
+    return sorted(
+        json.dumps({k: x for k, x in r.items() if k not in ("seconds", "worker")}, sort_keys=True)
+        for r in map(json.loads, records)
+    )
 
 
 def check_validate_report(v: Venv, fx: Fixtures) -> None:

@@ -14,7 +14,6 @@ file is read here first, within `limits`:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
@@ -137,7 +136,7 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path):
     except BaseException:
         raw.close()
         raise
-    return contextlib.closing(_Window(raw, start, info.file_size))
+    return _Window(raw, start, info.file_size)  # closes `raw` when h5py is done with it
 
 
 class _Window(io.RawIOBase):
