@@ -62,6 +62,7 @@ def build(
     name: str | None = None,
     include_preprocessing: bool = False,
     data_format: Literal["channels_last", "channels_first"] = "channels_last",
+    preprocessing_resize: Literal["layer", "taps"] = "layer",
 ) -> keras.Model:
     """An untrained Keras model of `arch`, in the style of `keras.applications`.
 
@@ -71,6 +72,8 @@ def build(
     With `include_top=False`, `pooling` picks the output: None (the layer4 feature map), "avg" or "max".
     `include_preprocessing=True`: the model takes uint8 frames (N, T, H, W, 3) of any H x W and applies
     torchvision's eval transform itself (`models_tf.preprocessing`); `input_shape`'s T fixes the frame count.
+    Its resize is Keras' `Resizing` (`preprocessing_resize="layer"`, built-in layers only, for `.keras`
+    files) or vrconvert's `TapsResize` (`"taps"`, for exported artifacts: every runtime rounds it alike).
     `data_format="channels_first"` runs channels-first inside (Keras' torch backend's own layout) behind
     the same (N, T, H, W, 3) input (`models_tf.layout`); save the channels-last model, not this one.
     """
@@ -90,7 +93,7 @@ def build(
         from vrconvert.models_tf import preprocessing
 
         inputs = preprocessing.frames_input(shape[0])
-        values = {INPUT: preprocessing.kinetics(inputs, variant.preprocessing)}
+        values = {INPUT: preprocessing.kinetics(inputs, variant.preprocessing, preprocessing_resize)}
     for layer in expand(variant):
         if not include_top and layer.op in ("avgpool", "dense"):
             break

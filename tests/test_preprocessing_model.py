@@ -432,6 +432,28 @@ def test_validation_fails_a_model_cropped_the_keras_way(keras, torch, monkeypatc
 # ---- export ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx", ".xml"])
+def test_exported_transform_against_oracle_and_held_out_clips(suffix, keras, tmp_path):
+    """The transform as exported (explicit taps, not the runtime's RESIZE op), run by LiteRT, ONNX Runtime
+    and OpenVINO (f32): the bound holds on the oracle's clips and the held-out ones, at free H x W."""
+    from vrconvert.converter.deploy.formats import format_for
+    from vrconvert.models_tf.preprocessing import FRAMES, transform_model
+
+    path = tmp_path / f"levels{suffix}"
+    fmt = format_for(path)
+    signature = [keras.InputSpec(shape=(None, 4, None, None, 3), dtype="uint8", name=FRAMES)]
+    fmt.export(transform_model(frames=4, normalized=False, resize="taps"), path, signature)
+    run = fmt.runner(path)
+    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
+        ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)
+        counts = [
+            differing(run(f[None])[0], oracle_levels(z[o]))
+            for f, o in ((z["noise_frames_thwc"], "noise_out_cthw"), (ramp, "ramp_out_cthw"))
+        ]
+    assert_within_bound(counts)
+    assert_within_bound([differing(run(f[None])[0], torchvision_levels(f)) for f in clips()])
+
+
 @pytest.fixture(scope="module")
 def exported_frames(tmp_path_factory):
     """mc3_18 (the export tests' smallest variant, 7 classes) as .tflite and .onnx preprocessing artifacts:

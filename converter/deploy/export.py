@@ -68,7 +68,8 @@ def load_source(src: Path, arch: str | None = None) -> tuple[spec.Arch, dict[str
 
 def keras_model_for(variant: spec.Arch, state: dict[str, np.ndarray], fold_bn: bool, include_preprocessing=False):
     """The Keras model to export: the converted one, or its BatchNorm-folded inference form; with
-    `include_preprocessing`, fed uint8 frames (`models_tf.preprocessing`)."""
+    `include_preprocessing`, fed uint8 frames (`models_tf.preprocessing`), resized by explicit taps: the
+    runtimes' own bilinear kernels round exact half-way values their own way."""
     if fold_bn and include_preprocessing:
         raise InputError("--include-preprocessing and --fold-bn cannot be combined yet")
     if fold_bn:
@@ -77,7 +78,7 @@ def keras_model_for(variant: spec.Arch, state: dict[str, np.ndarray], fold_bn: b
         return fold.build_folded(variant, state)
     from vrconvert.converter.formats import keras_io
 
-    return keras_io.build_model(variant, state, include_preprocessing=include_preprocessing)
+    return keras_io.build_model(variant, state, include_preprocessing=include_preprocessing, resize="taps")
 
 
 def check_format_installed(fmt: Format) -> None:
@@ -122,8 +123,8 @@ def export(
     by its runtime on the validator's clips and must match torch within `tolerance`, else ParityError and
     nothing at DST. `frames` and `size` fix the input shape; left out, T, H and W stay free. `clips`
     (torch layout, by name) replace the validator's default inputs. With `include_preprocessing`, the
-    artifact takes uint8 frames (N, T, H, W, 3): T fixed (default: the clip length; LiteRT converts T
-    4-D resizes, not a loop), H and W free unless `size` is given, checked on decoded frames."""
+    artifact takes uint8 frames (N, T, H, W, 3): T fixed (default: the clip length), H and W free unless
+    `size` is given, checked on decoded frames."""
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     fmt = format_for(dst, format)

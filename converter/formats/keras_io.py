@@ -23,15 +23,18 @@ def keras_suffix(path: Path) -> str | None:
     return matching_suffix(path, KERAS_SUFFIXES)
 
 
-def build_model(arch: spec.Arch, state: dict[str, np.ndarray], *, include_preprocessing: bool = False):
+def build_model(
+    arch: spec.Arch, state: dict[str, np.ndarray], *, include_preprocessing: bool = False, resize: str = "layer"
+):
     """The Keras model of `arch` carrying `state` (already accounted for), every variable assigned once.
 
     Arrays are permuted and assigned one at a time, so peak memory is the model plus one tensor. With
-    `include_preprocessing`, the model takes uint8 frames (its transform layers own no variables).
+    `include_preprocessing`, the model takes uint8 frames (its transform layers own no variables; `resize`
+    as `models_tf.build`'s `preprocessing_resize`).
     """
     from vrconvert import models_tf
 
-    model = models_tf.build(arch, include_preprocessing=include_preprocessing)
+    model = models_tf.build(arch, include_preprocessing=include_preprocessing, preprocessing_resize=resize)
     assign(model, mapping.iter_keras(arch, state), {e.keras_path for e in mapping.entries(arch)})
     return model
 
