@@ -127,9 +127,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     rows = measure(seeds=1 if args.quick else 4)
-    from run import machine
+    from run import describe, machine
 
-    when = f"{time.strftime('%Y-%m-%d')} on {machine()['cpu']}"
+    when = f"{time.strftime('%Y-%m-%d')} on {describe(machine())}"
     (args.out / "preprocessing.json").write_text(json.dumps({"date": when, "rows": rows}, indent=2) + "\n")
     table = markdown(rows, when)
     (args.out / "preprocessing.md").write_text(table + "\n")

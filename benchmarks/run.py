@@ -91,6 +91,13 @@ def machine() -> dict:
     }
 
 
+def describe(machine: dict) -> str:
+    """The CPU as the tables name it: model, cores and widest vector unit (two CPUs may share a name)."""
+    lanes = (machine.get("peak") or {}).get("fp32_lanes")
+    simd = {16: ", AVX-512", 8: ", AVX2", 4: ", SSE"}.get(lanes, "")
+    return f"{machine['cpu']} ({machine['cores']} cores{simd}, {(machine.get('peak') or {}).get('ghz', 0):.2f} GHz)"
+
+
 def fp32_peak(cpuinfo: str | None = None, fma_units: int = FMA_UNITS_PER_CORE) -> dict:
     """This CPU's fp32 peak, cores x FMA units x SIMD lanes x 2 flops x GHz, read from /proc/cpuinfo:
     physical cores (distinct physical id/core id pairs, so SMT siblings do not count twice), the widest
@@ -154,19 +161,13 @@ def make_checkpoint(folder: Path) -> Path:
 
 
 def bench_inference(reps: int) -> list[dict]:
-    rows = []
-    for backend in BACKENDS:
-        out = subprocess.run(
-            [PY, str(HERE / "inference.py"), backend, ",".join(ARCHS), "1,8", str(reps)],
-            check=False,
-            capture_output=True,
-            text=True,
-            env=ENV,
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"inference on {backend} failed: {out.stderr[-2000:]}")
-        rows += json.loads(out.stdout.strip().splitlines()[-1])
-    return rows
+    """benchmarks/inference.py: one torch process and one per Keras backend, called in turn."""
+    out = subprocess.run(
+        [PY, str(HERE / "inference.py"), "--reps", str(reps)], check=False, capture_output=True, text=True, env=ENV
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"inference failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def bench_conversion(ckpt: Path, folder: Path, reps: int) -> dict:
@@ -238,7 +239,7 @@ def keep_earlier(results: dict, path: Path, parts: dict) -> None:
     if not path.is_file():
         return
     earlier = json.loads(path.read_text())
-    for name in [*parts, "sgemm_gflops"]:
+    for name in [*parts, "sgemm_gflops", "inference_peak"]:
         if name in earlier and name not in results:
             results[name] = earlier[name]
             if name in parts:
@@ -249,7 +250,7 @@ def keep_earlier(results: dict, path: Path, parts: dict) -> None:
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"Measured {results['date']} on {m['cpu']} ({m['cores']} cores), Python {m['python']}, "
+        f"Measured {results['date']} on {describe(m)}, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + ".",
         "",
@@ -259,7 +260,8 @@ def markdown(results: dict) -> str:
             "Parts measured: " + "; ".join(f"{k} {v}" for k, v in results["measured"].items()) + ".",
         ]
     if "inference" in results:
-        peak = (m.get("peak") or {}).get("gflops")
+        machine_peak = results.get("inference_peak", m.get("peak"))  # kept parts keep their machine's
+        peak = (machine_peak or {}).get("gflops")
 
         def rate(gflops: float) -> str:
             return f"{gflops:.0f} ({100 * gflops / peak:.0f}%)" if peak else f"{gflops:.0f}"
@@ -284,9 +286,10 @@ def markdown(results: dict) -> str:
             + ", ".join(f"{a} {g:.2f} GMAC" for a, g in macs.items())
             + ".",
         ]
-        if m.get("peak"):
+        if machine_peak:
             lines.append(
-                f"fp32 peak: {m['peak']['formula']} (FMA units per core assumed, clock from {m['peak']['clock_from']})."
+                f"fp32 peak: {machine_peak['formula']} (FMA units per core assumed, clock from "
+                f"{machine_peak['clock_from']})."
             )
         if results.get("sgemm_gflops"):
             lines.append(f"Measured fp32 matrix multiply (torch, 2048^3): {rate(results['sgemm_gflops'])} GFLOP/s.")
@@ -355,7 +358,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["inference", "conversion", "validation", "startup", "evaluate", "export"],
+        choices=["inference", "conversion", "validation", "startup", "evaluate", "export", "preprocessing"],
         help="measure only this part (repeatable); the other parts of results.json are kept, with their dates",
     )
     parser.add_argument("--out", type=Path, default=HERE)
@@ -379,22 +382,25 @@ def main() -> None:
             "evaluate": bench_evaluate,
         }
         if "inference" not in args.skip and (not args.only or "inference" in args.only):
-            results["sgemm_gflops"] = measured_sgemm()
+            results["sgemm_gflops"], results["inference_peak"] = measured_sgemm(), results["machine"]["peak"]
         for name, run in parts.items():
             if name in args.skip or (args.only and name not in args.only):
                 continue
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             results[name] = run()
-            results.setdefault("measured", {})[name] = f"{results['date']} on {results['machine']['cpu']}"
-    if args.only:
-        keep_earlier(results, args.out / "results.json", parts)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
-    (args.out / "results.md").write_text(table + "\n")
-    print(table)
-    if not args.only or "export" in args.only:
-        subprocess.run([PY, str(HERE / "export.py"), "--out", str(args.out)] + ["--quick"] * args.quick, check=True)
+            results.setdefault("measured", {})[name] = f"{results['date']} on {describe(results['machine'])}"
+    if not args.only or set(args.only) & set(parts):  # else results.json has nothing new
+        if args.only:
+            keep_earlier(results, args.out / "results.json", parts)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        table = markdown(results)
+        (args.out / "results.md").write_text(table + "\n")
+        print(table)
+    for part in ("export", "preprocessing"):  # their own tables: benchmarks/export.md, preprocessing.md
+        if not args.only or part in args.only:
+            command = [PY, str(HERE / f"{part}.py"), "--out", str(args.out)] + ["--quick"] * args.quick
+            subprocess.run(command, check=True, env=ENV)
 
 
 if __name__ == "__main__":

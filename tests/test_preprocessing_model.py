@@ -432,10 +432,11 @@ def test_validation_fails_a_model_cropped_the_keras_way(keras, torch, monkeypatc
 # ---- export ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".tflite", ".onnx", ".xml"])
+@pytest.mark.parametrize("suffix", ["", ".tflite", ".onnx", ".xml"])
 def test_exported_transform_against_oracle_and_held_out_clips(suffix, keras, tmp_path):
-    """The transform as exported (explicit taps, not the runtime's RESIZE op), run by LiteRT, ONNX Runtime
-    and OpenVINO (f32): the bound holds on the oracle's clips and the held-out ones, at free H x W."""
+    """The transform as exported (explicit taps, not the runtime's RESIZE op), run by TensorFlow (the
+    SavedModel), LiteRT, ONNX Runtime and OpenVINO (f32): the bound holds on the oracle's clips and the
+    held-out ones, at free H x W."""
     from vrconvert.converter.deploy.formats import format_for
     from vrconvert.models_tf.preprocessing import FRAMES, transform_model
 
