@@ -10,7 +10,7 @@ on every backend, and the graph exports. Step by step, as torchvision's `VideoCl
    `Resizing` inside `TimeDistributed` (Resizing takes 4-D input only: frames are resized one time step
    at a time; a static T gives a loop-free graph of T 4-D resizes, the form LiteRT converts).
    Exported artifacts take `TapsResize` instead (below): each runtime's own RESIZE kernel rounds exact
-   half-way values its own way, which put up to 9e-4 of the uint8 levels one off torchvision's.
+   half-way values its own way, which put 2.6e-4 to 7.5e-4 of the uint8 levels one off torchvision's.
 3. `crop`: `Cropping3D` at torchvision's offsets, `round((in - out) / 2)` (rows 8, cols 30 of 128x171;
    Keras' `CenterCrop` would take col 29, and refuses 5-D input).
 4. `round_*`: round half to even and clamp to 0..255, as torchvision's cast back to uint8: adding 2**23
@@ -67,9 +67,11 @@ class TapsResize(keras.layers.Layer):
     For exported artifacts: each runtime's own bilinear kernel orders its float32 arithmetic its own way,
     and where the exact value lies half-way between two uint8 levels (often, on a non-dyadic scale such
     as 320 -> 171) that order decides the level: LiteRT, ONNX Runtime and OpenVINO each differed from
-    torchvision on 2.6e-4 to 9.0e-4 of the values. Here the taps are torch's (half-pixel source index,
-    weights `1 - l` and `l`, computed from the run-time H and W in float32) and the sums are torch's
-    (width pass, then height pass), with plain multiplies and adds that every runtime rounds alike.
+    torchvision on 2.6e-4 to 7.5e-4 of the values (benchmarks/preprocessing.md). Here the taps are
+    torch's (half-pixel source index, weights `1 - l` and `l`, computed from the run-time H and W in
+    float32) and so is the order (width pass, then height pass), in plain multiplies and adds that every
+    runtime rounds alike; torch's kernel fuses each multiply-add, which leaves 2.7e-6 of the values one
+    level off in every runtime, as Keras' `Resizing` on TensorFlow does.
     """
 
     def __init__(self, height: int, width: int, **kwargs) -> None:
