@@ -28,7 +28,7 @@ RELOAD = """
 """
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a == "r2plus1d_18" else pytest.param(a, marks=pytest.mark.slow) for a in ARCHS])
 def test_torch_to_keras_all_formats_reload_in_fresh_process(arch, tmp_path, torch):
     model, state = make_checkpoint(arch, seed=11)
     src = tmp_path / f"{arch}.pth"

@@ -153,6 +153,7 @@ def _ig65m_style(num_classes: int = 359) -> spec.Arch:
     return replace(base, midplanes=tuple(widths))
 
 
+@pytest.mark.slow
 def test_r2plus1d_34_with_checkpoint_widths_converts(tmp_path, torch, capsys):
     from vrconvert import models_torch
     from vrconvert.converter.formats import keras_io

@@ -254,6 +254,7 @@ def _cases(seeds: Path, tmp_path: Path) -> list[dict]:
     return cases
 
 
+@pytest.mark.slow
 def test_fuzz_every_format(seeds, tmp_path):
     cases = _cases(seeds, tmp_path)
     results = run_cases(cases, tmp_path, workers=2)

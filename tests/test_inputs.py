@@ -38,6 +38,7 @@ def _save_forms(state, tmp_path, torch):
     return paths
 
 
+@pytest.mark.slow
 def test_every_input_form_converts(mc3, tmp_path, torch, capsys):
     _, state = mc3
     for name, path in _save_forms(state, tmp_path, torch).items():

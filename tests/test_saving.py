@@ -30,7 +30,7 @@ BUILD_AND_SAVE = """
 """
 
 
-@pytest.mark.parametrize("arch", ["r2plus1d_18", "mc3_18"])
+@pytest.mark.parametrize("arch", ["r2plus1d_18", pytest.param("mc3_18", marks=pytest.mark.slow)])
 def test_keras_file_reloads_in_fresh_process_on_both_backends(arch, tmp_path, keras):
     from pathlib import Path
 
