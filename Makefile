@@ -9,7 +9,7 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow test-install lint format demo bench clean
+.PHONY: setup test test-slow test-all test-install lint format demo bench clean
 
 setup: $(STAMP)
 
@@ -19,13 +19,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
 	touch $@
 
-# The fast default (within 15 minutes on 2 cores); `test-slow` is the rest: full-size clips, long sweeps
-# (fuzzing, every input form) and per-variant repeats of one code path. .ci/run runs both.
+# `test` is the fast default (within 15 minutes on 2 cores); `test-slow` is the rest: full-size clips,
+# long sweeps (fuzzing, every input form) and per-variant repeats of one code path; .ci/run runs both.
+# `test-all` runs everything in one session (the shared fixtures built once).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 
 # Every documented install profile (README, "Install"), each a fresh venv from the built wheel.
 test-install: $(STAMP)

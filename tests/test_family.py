@@ -25,7 +25,10 @@ def _rel(expected: np.ndarray, got: np.ndarray) -> float:
     return float(np.abs(expected - got).max() / np.abs(expected).max())
 
 
-@pytest.mark.parametrize("arch", VARIANTS)
+@pytest.mark.parametrize(
+    "arch",
+    [a if a in ("r3d_18", "mc3_18", "r2plus1d_18") else pytest.param(a, marks=pytest.mark.slow) for a in VARIANTS],
+)
 def test_variant_builds_converts_and_round_trips(arch, torch, keras):
     variant = spec.get(arch)
     torch_model, state = make_checkpoint(arch, num_classes=7, seed=5)

@@ -243,7 +243,7 @@ def test_end_to_end_full_clips(arch, size, keras, torch):
 # ---- saved files ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=pytest.mark.slow), "torch"])
 def test_saved_keras_file_in_plain_keras(backend, saved_pair, keras, torch, tmp_path):
     """A `.keras` preprocessing model loads in a fresh process with plain Keras (safe mode, no vrconvert):
     its transform's uint8 levels (cut out of the loaded model with plain Keras) are torchvision's on every

@@ -71,7 +71,7 @@ def _first_bn_in_layer3(arch: str) -> str:
     ).rsplit(".", 1)[0]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [a if a == "r2plus1d_18" else pytest.param(a, marks=pytest.mark.slow) for a in ARCHS])
 def test_scaled_batchnorm_variance_is_located(pairs, arch, tmp_path, capsys):
     _torch_file, keras_file, state = pairs[arch]
     module = _first_bn_in_layer3(arch)
@@ -125,7 +125,7 @@ def test_cuda_without_gpu_is_a_clear_error(pairs, torch, capsys):
     assert "--device cuda" in err and "no CUDA GPU" in err
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("jax", marks=pytest.mark.slow)])
 def test_other_keras_backends_hold_parity(pairs, backend, capsys):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
