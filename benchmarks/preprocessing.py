@@ -30,7 +30,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from test_preprocessing_model import FIXTURES, clips, oracle_levels, torchvision_levels  # noqa: E402
+from test_preprocessing_model import clips, oracle_cases, oracle_levels, torchvision_levels  # noqa: E402
 
 from vrconvert.converter.deploy.formats import format_for  # noqa: E402
 from vrconvert.models_tf import infer  # noqa: E402
@@ -42,12 +42,7 @@ FORMS = {"taps": "TapsResize (what `export` uses)", "layer": "Keras `Resizing` (
 
 def dataset(seeds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(frames, torchvision's levels) pairs: the oracle's clips, then held-out ones."""
-    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
-        ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)
-        pairs = [
-            (z["noise_frames_thwc"], oracle_levels(z["noise_out_cthw"])),
-            (ramp, oracle_levels(z["ramp_out_cthw"])),
-        ]
+    pairs = [(frames, oracle_levels(out)) for frames, out in oracle_cases()]
     for seed in range(seeds):
         pairs += [(f, torchvision_levels(f)) for f in clips(seed=100 + seed)]
     return pairs

@@ -61,6 +61,13 @@ def oracle_levels(out_cthw: np.ndarray) -> np.ndarray:
     return np.rint(levels)
 
 
+def oracle_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    """The oracle's (frames, normalised output) pairs: its noise clip, and the ramp it was fed."""
+    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
+        ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)
+        return [(z["noise_frames_thwc"], z["noise_out_cthw"]), (ramp, z["ramp_out_cthw"])]
+
+
 def clips(seed: int = 11, frames: int = 4) -> list[np.ndarray]:
     """Held-out uint8 clips: noise (the hardest case for rounding) and smooth moving gradients."""
     rng = np.random.default_rng(seed)
@@ -117,11 +124,8 @@ def test_keras_transform_against_oracle_and_held_out_clips(keras):
     from vrconvert.models_tf.preprocessing import transform_model
 
     levels, clip = transform_model(normalized=False), transform_model()
-    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
-        ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)
-        cases = [(z["noise_frames_thwc"], z["noise_out_cthw"]), (ramp, z["ramp_out_cthw"])]
     counts = []
-    for frames, out in cases:
+    for frames, out in oracle_cases():
         got_levels, got = _levels_and_clip(levels, clip, frames)
         counts.append(differing(got_levels, oracle_levels(out)))
         # normalised: float32 rounding where the levels agree, one level's worth where they do not
@@ -445,13 +449,7 @@ def test_exported_transform_against_oracle_and_held_out_clips(suffix, keras, tmp
     signature = [keras.InputSpec(shape=(None, 4, None, None, 3), dtype="uint8", name=FRAMES)]
     fmt.export(transform_model(frames=4, normalized=False, resize="taps"), path, signature)
     run = fmt.runner(path)
-    with np.load(FIXTURES / "preprocess.oracle.npz") as z:
-        ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)
-        counts = [
-            differing(run(f[None])[0], oracle_levels(z[o]))
-            for f, o in ((z["noise_frames_thwc"], "noise_out_cthw"), (ramp, "ramp_out_cthw"))
-        ]
-    assert_within_bound(counts)
+    assert_within_bound([differing(run(f[None])[0], oracle_levels(out)) for f, out in oracle_cases()])
     assert_within_bound([differing(run(f[None])[0], torchvision_levels(f)) for f in clips()])
 
 
