@@ -17,8 +17,8 @@ FRAMES_IN = "uint8 frames (N, T, H, W, 3) of any HxW; torchvision's Kinetics tra
 @json_option
 def inspect(file: Path, arch: str | None, as_json: bool) -> None:
     """Describe a checkpoint or Keras file: format, architecture, classes, parameters, dtype, hash."""
+    from vrconvert.converter.arch import accounting
     from vrconvert.converter.arch.layers import count_params, expand
-    from vrconvert.converter.conversion import accounting
     from vrconvert.converter.errors import InputError
     from vrconvert.converter.formats import keras_io
 
@@ -26,9 +26,10 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
         from vrconvert.converter.parity.runtime import select_backend_for_files
 
         select_backend_for_files()
+        from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
         from vrconvert.models_tf.preprocessing import has_preprocessing
 
-        variant, model = keras_io.load_keras_model(file, arch)
+        variant, model = keras_weights.load_keras_model(file, arch)
         info = {
             "file": str(file),
             "format": keras_io.keras_suffix(file),

@@ -55,7 +55,7 @@ def parse_size(text: str) -> tuple[int, int]:
         size = size * 2
     if len(size) != 2 or min(size) < 1:
         raise click.BadParameter(f"expected HxW such as 112x112, not {text!r}", param_hint="--size")
-    from vrconvert.converter.formats.limits import CLIP_SIDE
+    from vrconvert.converter.limits import CLIP_SIDE
 
     if max(size) > CLIP_SIDE:  # a 3000x3000 clip through a video ResNet needs ~100 GB
         raise click.BadParameter(f"{text!r} is larger than the limit of {CLIP_SIDE} a side", param_hint="--size")

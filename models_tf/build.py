@@ -18,7 +18,7 @@ from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
 MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
 
 
-def _apply(layer: Layer, x, classifier_activation):
+def apply_layer(layer: Layer, x, classifier_activation):
     name = keras_name(layer.name)
     if layer.op in ("conv", "pool") and any(layer.padding):
         x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
@@ -100,7 +100,7 @@ def build(
         if layer.op in MERGES:
             out = MERGES[layer.op](name=keras_name(layer.name))([values[n] for n in layer.inputs])
         else:
-            out = _apply(layer, values[layer.inputs[0]], classifier_activation)
+            out = apply_layer(layer, values[layer.inputs[0]], classifier_activation)
         values[layer.name] = out
     x = out
     if not include_top and pooling == "avg":

@@ -30,9 +30,10 @@ from typing import Literal
 import keras
 import numpy as np
 
+from vrconvert.converter.arch.layers import PREPROCESSING_PREFIX
 from vrconvert.converter.arch.spec import Preprocessing
 
-PREFIX = "preprocess_"
+PREFIX = PREPROCESSING_PREFIX
 FRAMES = "frames"  # the input's name: what a preprocessing model is fed
 _MAGIC = 2.0**23  # float32's first power of two with no fractional bits: x + 2**23 is rounded to an integer
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from vrconvert.converter.arch import spec
 from vrconvert.converter.arch.layers import INPUT, Layer, expand
+from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -166,7 +167,25 @@ def build(arch: str | spec.Arch, num_classes: int = 400, *, include_preprocessin
     variant = spec.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes)
     if include_preprocessing:
-        from vrconvert.models_torch.preprocessing import PreprocessedVideoResNet
-
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))
+
+
+class PreprocessedVideoResNet(VideoResNet):
+    """A `VideoResNet` fed decoded uint8 frames (N, T, H, W, 3); its state dict is the network's alone."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.preprocess = KineticsPreprocessing(self.arch.preprocessing)
+
+    def run(self, frames: torch.Tensor, keep: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+        return super().run(self.preprocess(frames), keep)
+
+
+def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
+    """`model` fed uint8 frames: the same network and weights, torchvision's transform in front."""
+    if isinstance(model, PreprocessedVideoResNet):
+        return model
+    out = PreprocessedVideoResNet(model.arch, model.layers)
+    out.load_state_dict(model.state_dict(), strict=True)
+    return out.to(next(model.parameters()).device).train(model.training)

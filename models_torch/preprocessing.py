@@ -10,14 +10,11 @@ keeps torchvision's keys exactly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vrconvert.converter.arch.spec import Preprocessing
-from vrconvert.models_torch.build import VideoResNet
 
 
 class KineticsPreprocessing(nn.Module):
@@ -50,23 +47,3 @@ class KineticsPreprocessing(nn.Module):
     def _offsets(self) -> tuple[int, int]:
         (rh, rw), (ch, cw) = self.preprocessing.resize, self.preprocessing.crop
         return round((rh - ch) / 2.0), round((rw - cw) / 2.0)
-
-
-class PreprocessedVideoResNet(VideoResNet):
-    """A `VideoResNet` fed decoded uint8 frames (N, T, H, W, 3); its state dict is the network's alone."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.preprocess = KineticsPreprocessing(self.arch.preprocessing)
-
-    def run(self, frames: torch.Tensor, keep: Iterable[str] = ()) -> dict[str, torch.Tensor]:
-        return super().run(self.preprocess(frames), keep)
-
-
-def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
-    """`model` fed uint8 frames: the same network and weights, torchvision's transform in front."""
-    if isinstance(model, PreprocessedVideoResNet):
-        return model
-    out = PreprocessedVideoResNet(model.arch, model.layers)
-    out.load_state_dict(model.state_dict(), strict=True)
-    return out.to(next(model.parameters()).device).train(model.training)

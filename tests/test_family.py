@@ -11,8 +11,7 @@ import pytest
 from helpers import invoke, make_checkpoint, run_python, save_state, torch_logits
 
 import vrconvert
-from vrconvert.converter.arch import layers, mapping, spec
-from vrconvert.converter.conversion import accounting
+from vrconvert.converter.arch import accounting, layers, mapping, spec
 from vrconvert.converter.errors import InputError
 from vrconvert.models_tf import predictor
 
@@ -159,7 +158,7 @@ def _ig65m_style(num_classes: int = 359) -> spec.Arch:
 @pytest.mark.slow
 def test_r2plus1d_34_with_checkpoint_widths_converts(tmp_path, torch, capsys):
     from vrconvert import models_torch
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights
 
     arch = _ig65m_style()
     model = models_torch.build(arch, num_classes=359).eval()
@@ -180,7 +179,7 @@ def test_r2plus1d_34_with_checkpoint_widths_converts(tmp_path, torch, capsys):
         capsys,
     )
     assert code == 0 and json.loads(out)["passed"] is True, err
-    variant, _ = keras_io.read_keras_file(tmp_path / "ig65m.keras")
+    variant, _ = keras_weights.read_keras_file(tmp_path / "ig65m.keras")
     assert variant.midplanes == arch.midplanes
     code, _, err = invoke(
         ["torch2keras", tmp_path / "ig65m.pth", tmp_path / "ig65m.weights.h5", "--no-validate"], capsys

@@ -10,7 +10,7 @@ import pytest
 from helpers import invoke, make_checkpoint, save_state
 
 from vrconvert.converter import parity
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import folding, spec
 from vrconvert.converter.arch.layers import expand, keras_name
 from vrconvert.converter.errors import InputError
 
@@ -57,25 +57,24 @@ def _assert_every_batchnorm_folded(variant, folded):
 
 @pytest.mark.parametrize("arch", VARIANTS)
 def test_a_folded_layout_is_detected_as_its_architecture(arch):
-    from vrconvert.models_tf import fold
 
     variant = spec.get(arch).with_classes(9)
-    assert fold.detect(fold.folded_shapes(variant)) == variant
+    assert folding.detect(folding.folded_shapes(variant)) == variant
     unfolded = {f"{keras_name(r.name)}/kernel": (1,) for r in expand(variant) if r.op == "conv"}
     with pytest.raises(InputError):
-        fold.detect(unfolded)
+        folding.detect(unfolded)
 
 
 def test_folded_file_loads_in_safe_mode_and_validate_accepts_it(tmp_path, capsys, keras):
-    from vrconvert.converter.formats import keras_io
     from vrconvert.models_tf import fold
+    from vrconvert.models_tf import weights as keras_weights
 
     _, state, _, folded = _folded("mc3_18", classes=6, seed=2)
     save_state(state, tmp_path / "r.pth")
     folded.save(tmp_path / "folded.keras")
     reloaded = keras.models.load_model(tmp_path / "folded.keras", safe_mode=True, compile=False)
     assert fold.is_folded(reloaded)
-    variant, _ = keras_io.load_keras_model(tmp_path / "folded.keras")
+    variant, _ = keras_weights.load_keras_model(tmp_path / "folded.keras")
     assert (variant.name, variant.num_classes) == ("mc3_18", 6)
     args = [
         "validate",

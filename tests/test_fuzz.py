@@ -54,8 +54,8 @@ def seeds(tmp_path_factory):
         f"""
         import numpy as np
         from vrconvert.converter.arch import spec
-        from vrconvert.converter.formats import keras_io
-        model = keras_io.build_model(spec.get("r2d_18").with_classes(2), dict(np.load({str(folder / "state.npz")!r})))
+        from vrconvert.models_tf import weights as keras_weights
+        model = keras_weights.build_model(spec.get("r2d_18").with_classes(2), dict(np.load({str(folder / "state.npz")!r})))
         for name in ("m.keras", "m.h5", "m.weights.h5"):
             path = {str(folder)!r} + "/" + name
             model.save_weights(path) if name.endswith(".weights.h5") else model.save(path)

@@ -154,11 +154,11 @@ def test_bad_keras_inputs(tmp_path, capsys):
 
 
 def test_parity_failure_exits_1_and_writes_nothing(mc3, tmp_path, torch, capsys, monkeypatch):
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights
 
     src = tmp_path / "m.pth"
     save_state(mc3[1], src)
-    build = keras_io.build_model
+    build = keras_weights.build_model
 
     def sabotaged(arch, state, **options):
         model = build(arch, state, **options)
@@ -166,7 +166,7 @@ def test_parity_failure_exits_1_and_writes_nothing(mc3, tmp_path, torch, capsys,
         var.assign(var.numpy() * 4)
         return model
 
-    monkeypatch.setattr(keras_io, "build_model", sabotaged)
+    monkeypatch.setattr(keras_weights, "build_model", sabotaged)
     code, _, err = invoke(["torch2keras", src, tmp_path / "bad.keras", *SMALL], capsys)
     assert code == 1 and "parity failed" in err and not (tmp_path / "bad.keras").exists()
 

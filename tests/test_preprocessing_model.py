@@ -185,14 +185,16 @@ def _pair(arch: str, seed: int = 5, frames: int | None = None):
 
     from vrconvert import models_tf, models_torch
     from vrconvert.converter.arch import mapping, spec
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights
 
     model = models_torch.build(arch).eval()
     state = random_state_dict(model, seed)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     variant = spec.get(arch)
     keras_model = models_tf.build(variant, include_preprocessing=True, input_shape=(frames, None, None, 3))
-    keras_io.assign(keras_model, mapping.iter_keras(variant, state), {e.keras_path for e in mapping.entries(variant)})
+    keras_weights.assign(
+        keras_model, mapping.iter_keras(variant, state), {e.keras_path for e in mapping.entries(variant)}
+    )
     return model, state, keras_model
 
 
@@ -285,9 +287,9 @@ def test_saved_keras_file_in_plain_keras(backend, saved_pair, keras, torch, tmp_
         reference = model(torch.from_numpy(torchvision_clip(raw[0]))).numpy()
     _assert_same_labels(np.load(tmp_path / "out.npy"), reference)
     if backend == "tensorflow":  # the backend of this process: the very numbers of the model before saving
-        from vrconvert.converter.formats import keras_io
+        from vrconvert.models_tf import weights as keras_weights
 
-        _, in_memory = keras_io.load_keras_model(frames_file)
+        _, in_memory = keras_weights.load_keras_model(frames_file)
         np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(in_memory(raw)), rtol=0, atol=1e-5)
 
 
@@ -363,7 +365,7 @@ def test_a_wrapped_layer_other_than_the_resize_is_refused_before_loading(saved_p
     import zipfile
 
     from vrconvert.converter.errors import InputError
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights
 
     _, frames_file = saved_pair
     hostile = tmp_path / "wrapped.keras"
@@ -382,7 +384,7 @@ def test_a_wrapped_layer_other_than_the_resize_is_refused_before_loading(saved_p
                 data = json.dumps(config).encode()
             dst.writestr(info, data)
     with pytest.raises(InputError, match="wraps a layer"):
-        keras_io.load_keras_model(hostile)
+        keras_weights.load_keras_model(hostile)
 
 
 # ---- conversion and validation ---------------------------------------------------------------------

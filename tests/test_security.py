@@ -192,9 +192,9 @@ def keras_files(tmp_path_factory, r2d_state):
         f"""
         import numpy as np
         from vrconvert.converter.arch import spec
-        from vrconvert.converter.formats import keras_io
+        from vrconvert.models_tf import weights as keras_weights
         state = dict(np.load({str(folder / "state.npz")!r}))
-        model = keras_io.build_model(spec.get("r2d_18").with_classes(2), state)
+        model = keras_weights.build_model(spec.get("r2d_18").with_classes(2), state)
         model.save({str(folder / "m.keras")!r})
         model.save_weights({str(folder / "m.weights.h5")!r})
     """,

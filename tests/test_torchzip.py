@@ -100,7 +100,7 @@ def test_refuses_code_and_damage(tmp_path, torch):
 
 def test_torch2keras_without_torch_or_tensorflow(tmp_path, torch, keras):
     """`--no-validate` needs neither: the checkpoint is read with numpy, Keras runs on its numpy backend."""
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights
 
     _, state = make_checkpoint("r3d_18", seed=3)
     save_state(state, tmp_path / "r3d.pth")
@@ -118,7 +118,7 @@ def test_torch2keras_without_torch_or_tensorflow(tmp_path, torch, keras):
                            "backend": sys.modules["keras"].backend.backend()}}))
     """)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"tensorflow": False, "backend": "numpy"}
-    variant, variables = keras_io.read_keras_file(tmp_path / "r3d.keras")  # here on TensorFlow
+    variant, variables = keras_weights.read_keras_file(tmp_path / "r3d.keras")  # here on TensorFlow
     assert variant.name == "r3d_18"
     for entry in mapping.entries(spec.get("r3d_18")):
         np.testing.assert_array_equal(entry.to_torch(variables[entry.keras_path]), state[entry.torch_key])

@@ -229,12 +229,12 @@ def read_state(path: Path) -> dict[str, np.ndarray]:
 def keras_state(keras_file: Path) -> dict[str, np.ndarray]:
     """A Keras file's weights read here (the test venv), under torch names."""
     from vrconvert.converter.arch import mapping
-    from vrconvert.converter.formats import keras_io
     from vrconvert.converter.parity.runtime import select_backend_for_files
+    from vrconvert.models_tf import weights as keras_weights
 
     with IN_PROCESS:
         select_backend_for_files()
-        variant, variables = keras_io.read_keras_file(keras_file)
+        variant, variables = keras_weights.read_keras_file(keras_file)
     expect((variant.name, variant.num_classes) == (ARCH, CLASSES), f"{keras_file}: {variant.name}")
     return mapping.to_torch(variant, variables)
 

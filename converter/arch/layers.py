@@ -33,6 +33,7 @@ from vrconvert.converter.arch.spec import (
 Op = Literal["conv", "bn", "act", "pool", "maxpool", "gap", "add", "mul", "avgpool", "dense"]
 ONE: Triple = (1, 1, 1)
 INPUT = "input"
+PREPROCESSING_PREFIX = "preprocess_"  # names the layers of a model's built-in eval transform
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 _COMPONENT = re.compile(r"[A-Za-z0-9]+")
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter.arch import mapping
+from vrconvert.converter.arch import accounting, mapping
 from vrconvert.converter.arch.layers import count_params, expand
-from vrconvert.converter.conversion import accounting
-from vrconvert.converter.errors import ParityError
+from vrconvert.converter.conversion.result import Result
 from vrconvert.converter.formats import checkpoint, keras_io, seed_weights
 from vrconvert.converter.formats.output import atomic_path, check_target
 
@@ -22,19 +21,17 @@ is_seed_file = seed_weights.is_seed_file
 
 
 def _result(src: Path, dst: Path, variant, start: float):
-    from vrconvert.converter.conversion.convert import Result
-
     return Result(
-        str(src),
-        str(dst),
-        variant.name,
-        variant.num_classes,
-        count_params(expand(variant)),
-        f"{variant.origin} weights file",
-        ["float32"],
-        [f"read as {variant.name}: {variant.description}"],
-        None,
-        time.perf_counter() - start,
+        src=str(src),
+        dst=str(dst),
+        arch=variant.name,
+        num_classes=variant.num_classes,
+        num_params=count_params(expand(variant)),
+        source_format=f"{variant.origin} weights file",
+        source_dtypes=["float32"],
+        notes=[f"read as {variant.name}: {variant.description}"],
+        hash_check=None,
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -55,11 +52,12 @@ def seed_to_torch(
 
 def seed_to_keras_model(src: str | Path, arch: str | None = None, num_classes: int | None = None):
     """(variant, a vrconvert Keras model carrying the file's weights, every variable assigned once)."""
-    from vrconvert import models_tf
+    from vrconvert import models_tf  # lazy: Keras
+    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
     variant, variables = seed_weights.read_seed_weights(src, arch, num_classes)
     model = models_tf.build(variant)
-    keras_io.assign(model, variables.items(), set(variables))
+    keras_weights.assign(model, variables.items(), set(variables))
     return variant, variables, model
 
 
@@ -90,18 +88,14 @@ def seed_to_keras(
             variant,
             torch_model_from_state(variant, state),
             model,
-            clips or validator.clips_for(frames=16, size=(112, 112), random=1, sample=False),
+            clips or validator.default_clips(sample=False)[0],
             runtime.prepare("cpu"),
             tolerance,
         )
         result.parity = report
-        if not report.passed:
-            raise ParityError(
-                f"parity failed: max relative difference {report.worst.max_rel_diff:.2e} > "
-                f"{tolerance:g} on {report.worst.input}; nothing was written"
-            )
-    from vrconvert.converter.conversion.convert import _save_keras
+        validator.require(report)
+    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
-    _save_keras(model, dst, suffix)
+    keras_weights.save(model, dst, suffix)
     result.seconds = time.perf_counter() - start
     return result

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter.arch import mapping, spec
-from vrconvert.converter.conversion import accounting
+from vrconvert.converter.arch import accounting, mapping, spec
 from vrconvert.converter.formats import checkpoint
 
 

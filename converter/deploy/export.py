@@ -19,7 +19,7 @@ from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import INPUT
 from vrconvert.converter.deploy import atomic
 from vrconvert.converter.deploy.formats import INSTALL_HINT, Format, format_for, targets
-from vrconvert.converter.errors import InputError, ParityError
+from vrconvert.converter.errors import InputError
 from vrconvert.converter.parity import validate as validator
 
 
@@ -58,7 +58,9 @@ def load_source(src: Path, arch: str | None = None) -> tuple[spec.Arch, dict[str
     from vrconvert.converter.formats import keras_io
 
     if keras_io.keras_suffix(src):
-        variant, variables = keras_io.read_keras_file(src, arch)
+        from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
+
+        variant, variables = keras_weights.read_keras_file(src, arch)
         return variant, mapping.to_torch(variant, variables), keras_io.keras_suffix(src)
     from vrconvert.converter.conversion.torch_model import load_state
 
@@ -76,30 +78,15 @@ def keras_model_for(variant: spec.Arch, state: dict[str, np.ndarray], fold_bn: b
         from vrconvert.models_tf import fold
 
         return fold.build_folded(variant, state)
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
-    return keras_io.build_model(variant, state, include_preprocessing=include_preprocessing, resize="taps")
+    return keras_weights.build_model(variant, state, include_preprocessing=include_preprocessing, resize="taps")
 
 
 def check_format_installed(fmt: Format) -> None:
     missing = fmt.missing_module()
     if missing:
         raise InputError(f"exporting to {fmt.name} needs {missing}, which is not installed: {INSTALL_HINT}")
-
-
-def default_clips(frames: int, size: tuple[int, int], videos=()) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The validator's inputs: a seeded random clip of frames x size, the packaged real clip and each
-    video (those two only at the Kinetics crop, 112x112, and where PyAV is installed)."""
-    notes = []
-    real = size == (112, 112)
-    if not real:
-        notes.append(f"the real clips are 112x112; a {size[0]}x{size[1]} artifact is checked on the random clip only")
-    elif importlib.util.find_spec("av") is None:
-        notes.append("the real-clip check needs PyAV (pip install 'vrconvert[video]'); random clip only")
-        real = False
-    if videos and not real:
-        raise InputError("--video needs PyAV and a 112x112 input (the Kinetics crop)")
-    return validator.clips_for(frames=frames, size=size, random=1, sample=real, videos=videos if real else ()), notes
 
 
 def export(
@@ -166,11 +153,14 @@ def export(
             t = time.perf_counter()
             if clips is None and include_preprocessing:  # decoded frames, any size: the real clips too
                 has_av = importlib.util.find_spec("av") is not None
-                clips = validator.clips_for(
+                clips, notes = validator.default_clips(
                     frames=frames, size=size or (240, 320), sample=has_av, videos=videos, raw=True
                 )
+                result.notes += notes
             if clips is None:
-                clips, notes = default_clips(frames or 16, size or (112, 112), videos)
+                clips, notes = validator.default_clips(
+                    frames=frames or 16, size=size or (112, 112), videos=videos, fixed=True
+                )
                 result.notes += notes
             from vrconvert.converter.conversion.torch_model import torch_model_from_state
 
@@ -181,12 +171,7 @@ def export(
             if fmt.name == "openvino":
                 result.default_precision = _openvino_default(fmt, staged_main, variant, torch_model, clips, settings)
             result.seconds["validate"] = time.perf_counter() - t
-            if not report.passed:
-                raise ParityError(
-                    f"parity failed: {fmt.name} artifact ({runner.runtime}) differs from torch by "
-                    f"{report.worst.max_rel_diff:.2e} > {tolerance:g} (relative) on {report.worst.input}; "
-                    "nothing was written"
-                )
+            validator.require(report, f"{fmt.name} artifact ({runner.runtime}):")
         del runner
         atomic.commit(staged, [folder_to_target(p, folder, dst) for p in staged], force)
     result.files = {str(p): _size(p) for p in final}

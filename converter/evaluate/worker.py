@@ -92,11 +92,11 @@ class Evaluator:
             ckpt, self.arch = load_state(settings.torch_file)
             self.torch_model = torch_model_from_state(self.arch, ckpt.state)
         if settings.keras_file:
-            from vrconvert.converter.formats import keras_io
+            from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
             from vrconvert.models_tf.infer import predictor
 
             with self.runtime.keras_scope():
-                variant, self.keras_model = keras_io.load_keras_model(Path(settings.keras_file))
+                variant, self.keras_model = keras_weights.load_keras_model(Path(settings.keras_file))
             if self.arch and (self.arch.name, self.arch.num_classes) != (variant.name, variant.num_classes):
                 raise InputError(
                     f"the two files hold different networks: {settings.torch_file} is {self.arch.name} with "

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vrconvert.converter import limits
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import limits, torchzip
+from vrconvert.converter.formats import torchzip
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net", "network")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
@@ -171,7 +172,7 @@ SAFETENSORS_DTYPES = {
 
 def _check_declared(path: Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> None:
     """Before any tensor is widened or copied: string keys, the dtype rule and the element cap."""
-    from vrconvert.converter.conversion import accounting
+    from vrconvert.converter.arch import accounting
 
     total = 0
     for key, shape in shapes.items():

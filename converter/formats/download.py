@@ -23,9 +23,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from vrconvert.converter import limits
 from vrconvert.converter.arch import spec
 from vrconvert.converter.errors import DownloadError, InputError
-from vrconvert.converter.formats import limits
 from vrconvert.converter.formats.output import removed_on_signal
 
 # Tests (and mirrors) point this at another server; the file names stay torchvision's.

@@ -22,9 +22,9 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from vrconvert.converter.conversion import accounting
+from vrconvert.converter import limits
+from vrconvert.converter.arch import accounting, folding
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import limits
 from vrconvert.converter.formats.checkpoint import require_regular_file
 
 # The built-in Keras layers vrconvert's models are made of (tests check every variant against it).
@@ -262,8 +262,6 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
     layer; they must fit a known architecture (detected exactly as for a torch checkpoint). A legacy
     `.h5` config records no input shapes: there a layer's input channels are read from its `stored`
     weights (the declared kernel sizes, filters and units must then agree with them)."""
-    from vrconvert.converter.formats.keras_io import torch_shapes_of
-
     if not isinstance(config, dict) or config.get("class_name") != "Functional":
         raise InputError("not a Keras functional model")
     layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
@@ -333,12 +331,8 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
     limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
     model_name = config["config"].get("name")
-    try:  # a BatchNorm-folded model (another helper's models_tf.fold) is detected by its own rule
-        from vrconvert.models_tf import fold
-    except ImportError:
-        fold = None
-    if fold is not None and isinstance(model_name, str) and model_name.endswith(fold.FOLDED_SUFFIX):
-        fold.detect(shapes, arch, activation)
+    if isinstance(model_name, str) and model_name.endswith(folding.FOLDED_SUFFIX):  # detected by its own rule
+        folding.detect(shapes, arch, activation)
     else:
-        accounting.detect(torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
+        accounting.detect(accounting.torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
     return shapes

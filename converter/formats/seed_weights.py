@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.arch.accounting import Report
 from vrconvert.converter.arch.layers import keras_name
-from vrconvert.converter.conversion.accounting import Report
 from vrconvert.converter.errors import InputError
 
 FLOAT_KINDS = "f"

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vrconvert.converter import limits
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import limits
 
 # torch storage type -> numpy dtype (bfloat16 has none: kept as its 16-bit pattern, widened on request)
 STORAGE_DTYPES = {

@@ -14,6 +14,7 @@ where do they part?
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter import parity
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import folding, spec
 from vrconvert.converter.arch.layers import expand, keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
-from vrconvert.converter.errors import InputError
+from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.parity.runtime import Runtime
 
 CONTEXT = 2  # records shown before and after the first divergence
@@ -129,6 +130,45 @@ def clips_for(
     return clips
 
 
+def default_clips(
+    *,
+    frames: int = 16,
+    size: tuple[int, int] = (112, 112),
+    raw: bool = False,
+    videos: Sequence[str | Path] = (),
+    fixed: bool = False,
+    sample: bool = True,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The checks' default inputs and notes on what was left out: one seeded random clip of frames x size,
+    the packaged real clip (`sample`) and each of `videos`. A `fixed`-shape model (an exported artifact)
+    takes real clips only at the Kinetics crop (normalised clips are 112x112); real clips need PyAV."""
+    notes = []
+    real = sample or bool(videos)
+    if real and fixed and not raw and size != (112, 112):
+        notes.append(f"the real clips are 112x112; a {size[0]}x{size[1]} artifact is checked on the random clip only")
+        real = False
+    elif real and importlib.util.find_spec("av") is None:
+        notes.append("the real-clip check needs PyAV (pip install 'vrconvert[video]'); random clip only")
+        real = False
+    if videos and not real:
+        raise InputError("--video needs PyAV" + ("" if raw else " and a 112x112 input (the Kinetics crop)"))
+    clips = clips_for(frames=frames, size=size, random=1, sample=real and sample, videos=videos, raw=raw)
+    return clips, notes
+
+
+def require(report: Report, what: str = "") -> None:
+    """The one parity gate: a failed report becomes a `ParityError` that names the worst input, the first
+    diverging layer where it was localised, and that nothing was written."""
+    if report.passed:
+        return
+    where = report.first_divergence
+    place = f"; first divergence at {where.torch_module} / {where.keras_layer}" if where else ""
+    raise ParityError(
+        f"parity failed: {what + ' ' if what else ''}max relative difference {report.worst.max_rel_diff:.2e} > "
+        f"{report.tolerance:g} on {report.worst.input}{place}; nothing was written"
+    )
+
+
 def random_frames(seed: int, frames: int = 16, size: tuple[int, int] = (112, 112)) -> np.ndarray:
     """Seeded uniform uint8 frames (1, T, H, W, 3), as a decoder gives them (noise: the hardest case
     for the transform's rounding)."""
@@ -167,7 +207,7 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
     from vrconvert.models_tf.preprocessing import predictor
 
     if fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
-        pairs = fold.probe_pairs(arch)
+        pairs = folding.probe_pairs(arch)
     else:
         pairs = [(r.name, keras_name(r.name), r.op) for r in expand(arch)]
     with runtime.keras_scope():
@@ -249,7 +289,7 @@ def check_runner(
     `profile`, the per-layer figures are computed on the worst clip even when every case passes."""
     start = time.perf_counter()
     if clips and all(c.dtype == np.uint8 for c in clips.values()):  # raw frames: torchvision's transform first
-        from vrconvert.models_torch.preprocessing import with_preprocessing
+        from vrconvert.models_torch.build import with_preprocessing
 
         torch_model = with_preprocessing(torch_model)
     torch_model = torch_model.to(runtime.torch_device()).eval()
@@ -282,12 +322,12 @@ def validate_files(
     profile: bool = False,
 ) -> Report:
     """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
-    from vrconvert.converter.formats import keras_io
+    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
     start = time.perf_counter()
     ckpt, variant = load_state(torch_file)
     with runtime.keras_scope():
-        keras_variant, keras_model = keras_io.load_keras_model(Path(keras_file))
+        keras_variant, keras_model = keras_weights.load_keras_model(Path(keras_file))
     if (variant.name, variant.num_classes) != (keras_variant.name, keras_variant.num_classes):
         raise InputError(
             f"the two files hold different networks: {torch_file} is {variant.name} with "

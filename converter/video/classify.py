@@ -62,9 +62,10 @@ def _runner(model_path: Path, arch: str | None, num_classes: int | None):
     if keras_io.keras_suffix(model_path):
         import keras
 
+        from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
         from vrconvert.models_tf.preprocessing import has_preprocessing, predictor
 
-        variant, model = keras_io.load_keras_model(model_path, arch, num_classes)
+        variant, model = keras_weights.load_keras_model(model_path, arch, num_classes)
         layout = "frames" if has_preprocessing(model) else "NTHWC"  # frames: its own transform, raw in
         return variant, f"keras ({keras.backend.backend()})", layout, predictor(model)
     if model_path.name.lower().endswith(TORCH_SUFFIXES):

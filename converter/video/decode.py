@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vrconvert.converter import limits
 from vrconvert.converter.arch.spec import Preprocessing
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import limits
 from vrconvert.converter.video import preprocess
 from vrconvert.converter.video.preprocess import KINETICS
 

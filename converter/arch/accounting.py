@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from vrconvert.converter import limits
 from vrconvert.converter.arch import layers, mapping, spec
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import limits
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
 
@@ -182,3 +182,18 @@ def midplanes_report(arch: spec.Arch) -> list[str]:
 
 def shapes_of(state: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
     return {key: tuple(np.shape(value)) for key, value in state.items()}
+
+
+def torch_shapes_of(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Keras variable shapes renamed and permuted to torch's spelling by the mapping's rules alone, so
+    that the architecture can be detected (and accounted for) exactly as for a torch checkpoint."""
+    out = {}
+    for path, shape in shapes.items():
+        layer, var = path.rsplit("/", 1) if "/" in path else ("", path)
+        shape = tuple(shape)
+        rule = mapping.rule_for_keras(var, len(shape))
+        key = f"{layers.torch_path(layer)}.{rule.torch_suffix}" if rule else path
+        if rule and rule.permutation:
+            shape = tuple(shape[int(a)] for a in np.argsort(rule.permutation))
+        out[key] = shape
+    return out

@@ -1,0 +1,185 @@
+"""Weights in and out of Keras models: a model built from a normalised state dict, and the variables of a
+Keras file read back strictly (never `load_weights(by_name=True)`, which skips what does not match)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from vrconvert.converter.arch import accounting, folding, mapping, spec
+from vrconvert.converter.arch.layers import expand
+from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import keras_archive
+from vrconvert.converter.formats.keras_io import keras_suffix
+from vrconvert.converter.formats.output import atomic_path
+from vrconvert.models_tf import fold
+from vrconvert.models_tf.build import build
+
+
+def build_model(
+    arch: spec.Arch, state: dict[str, np.ndarray], *, include_preprocessing: bool = False, resize: str = "layer"
+):
+    """The Keras model of `arch` carrying `state` (already accounted for), every variable assigned once.
+
+    Arrays are permuted and assigned one at a time, so peak memory is the model plus one tensor. With
+    `include_preprocessing`, the model takes uint8 frames (its transform layers own no variables; `resize`
+    as `models_tf.build`'s `preprocessing_resize`).
+    """
+    model = build(arch, include_preprocessing=include_preprocessing, preprocessing_resize=resize)
+    assign(model, mapping.iter_keras(arch, state), {e.keras_path for e in mapping.entries(arch)})
+    return model
+
+
+def assign(model, arrays: Iterable[tuple[str, np.ndarray]], paths: set[str]) -> None:
+    """Assigns (variable path, array) pairs; `paths` (what they will cover) must be exactly the model's."""
+    variables = {v.path: v for v in model.weights}
+    if set(variables) != paths:
+        missing, extra = sorted(set(variables) - paths), sorted(paths - set(variables))
+        raise InputError(f"the mapping does not cover the Keras model: unassigned {missing[:4]}, unknown {extra[:4]}")
+    for path, array in arrays:
+        variables[path].assign(array)
+
+
+def variables_of(model) -> dict[str, np.ndarray]:
+    return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
+
+
+def shapes_of_model(model) -> dict[str, tuple[int, ...]]:
+    return {v.path: tuple(v.shape) for v in model.weights}
+
+
+def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int | None = None):
+    """(arch, model) from a `.keras`/`.h5` model (loaded as saved, safe mode on) or a `.weights.h5`
+    file (loaded into a freshly built model of the detected or given arch)."""
+    path = Path(path)
+    suffix = keras_suffix(path)
+    if suffix is None:
+        raise InputError(f"{path}: expected a .keras, .h5 or .weights.h5 file")
+    if path.exists():
+        keras_archive.check(path, arch)  # limits, names, dtypes and declared shapes, before Keras reads it
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if suffix == ".weights.h5":
+        variant = _arch_of_weights_file(path, arch, num_classes)
+        model = build(variant)
+        try:
+            with warnings.catch_warnings():  # e.g. "Skipping nested container": the error below says it
+                warnings.simplefilter("ignore")
+                model.load_weights(str(path))
+        except Exception as exc:
+            raise InputError(
+                f"{path}: does not fit {variant.name} with {variant.num_classes} classes: {str(exc).splitlines()[0]}"
+            ) from exc
+        return variant, model
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as exc:
+        raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
+    detect = folding.detect if fold.is_folded(model) else accounting.detect  # folded: exactly its variables
+    variant = detect(
+        shapes_of_model(model) if detect is folding.detect else accounting.torch_shapes_of(shapes_of_model(model)),
+        arch,
+        activation_of(model),
+    )
+    return variant, model
+
+
+def activation_of(model) -> str | None:
+    """The network's activation as its config names it (the stem's first), in the spec's spelling."""
+    try:
+        layer = model.get_layer("stem_2")
+    except ValueError:
+        return None
+    if isinstance(layer, keras.layers.ReLU):
+        return "relu"
+    if isinstance(layer, keras.layers.Activation):
+        name = layer.get_config().get("activation")
+        return {"hard_silu": "hard_swish"}.get(name, name) if isinstance(name, str) else None
+    return None
+
+
+def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):
+    """(arch, variables) of a Keras file, keyed by variable path (of an unfolded model: a folded one has
+    lost its BatchNorm statistics, which torch needs)."""
+    variant, model = load_keras_model(path, arch, num_classes)
+    if fold.is_folded(model):
+        raise InputError(
+            f"{path}: its BatchNorms are folded into the convs and cannot be unfolded; use the unfolded file"
+        )
+    return variant, variables_of(model)
+
+
+def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None) -> spec.Arch:
+    """A `.weights.h5` names its arrays by layer class and creation order (`layers/conv3d_7/vars/0`),
+    not by our layer names: detect by the multiset of shapes when no --arch is given (the head's width
+    is the Dense kernel's), R(2+1)D mid-channel widths read from the n-th Conv3D kernel."""
+    try:
+        with h5py.File(path, "r") as f:
+            arrays: dict[str, tuple[int, ...]] = {}
+            f.visititems(
+                lambda name, obj: arrays.__setitem__(name, tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None
+            )
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file: {exc}") from exc
+    shapes = sorted(arrays.values())
+    classes = num_classes or next((s[1] for s in shapes if len(s) == 2), None)
+    kernels = _conv_kernels_in_order(arrays)
+    fits = []
+    for name in [arch] if arch else list(spec.VARIANTS):
+        variant = spec.get(name).with_classes(classes or 400)
+        convs = [layer for layer in expand(variant) if layer.op == "conv"]
+        if len(kernels) == len(convs):  # name the n-th kernel after the n-th conv, in torch's layout
+            named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs, strict=True)}
+            variant = accounting.with_checkpoint_midplanes(variant, named) or variant
+        if shapes == sorted(e.keras_shape for e in mapping.entries(variant)):
+            fits.append(variant)
+    if len(fits) == 1:
+        return fits[0]
+    if arch:
+        raise InputError(f"{path}: its {len(shapes)} arrays do not fit {arch} with {classes} classes")
+    names = ", ".join(v.name for v in fits)
+    raise InputError(
+        f"{path}: cannot tell the architecture from its {len(shapes)} arrays"
+        + (f" (fits {names})" if fits else "")
+        + "; pass --arch"
+    )
+
+
+def _conv_kernels_in_order(arrays: dict[str, tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The Conv3D kernels of a `.weights.h5`, in the order the layers were created."""
+
+    def index(name: str) -> int:
+        layer = name.split("/")[1]
+        return int(layer.rsplit("_", 1)[1]) if "_" in layer.removeprefix("conv3d") else 0
+
+    kernels = [name for name, shape in arrays.items() if name.startswith("layers/conv3d") and len(shape) == 5]
+    return [arrays[name] for name in sorted(kernels, key=index)]
+
+
+def save(model, dst: Path, suffix: str) -> None:
+    """One write, through a temporary file renamed on success: weights only for `.weights.h5`."""
+    with atomic_path(dst, suffix) as tmp, _legacy_notice_silenced():
+        model.save_weights(str(tmp)) if suffix == ".weights.h5" else model.save(str(tmp))
+
+
+@contextlib.contextmanager
+def _legacy_notice_silenced():
+    """Keras warns (as a warning or through absl's logger) that `.h5` is legacy: the user chose it."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        absl.setLevel(level)
