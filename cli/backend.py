@@ -26,7 +26,11 @@ def rerun_with_backend(backend: str) -> NoReturn:
                 args += [param.opts[0], str(item)]
         elif value is not None:
             args += [param.opts[0], str(value)]
-    args += ["--", *(str(ctx.params[p.name]) for p in ctx.command.params if isinstance(p, click.Argument))]
+    args.append("--")
+    for param in ctx.command.params:
+        if isinstance(param, click.Argument):  # nargs=-1 arguments arrive as a tuple: one argv item each
+            value = ctx.params[param.name]
+            args += [str(v) for v in value] if isinstance(value, tuple | list) else [str(value)]
     env = dict(os.environ, KERAS_BACKEND=backend)
     proc = subprocess.run(
         [sys.executable, "-m", "vrconvert", ctx.command.name, *args],

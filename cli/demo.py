@@ -12,9 +12,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+from vrconvert.converter.arch import spec
+
 
 @click.command()
-@click.option("--arch", default="r2plus1d_18", show_default=True, help="Variant to convert.")
+@click.option(
+    "--arch", type=click.Choice(list(spec.VARIANTS)), default="r2plus1d_18", show_default=True, help="Variant to convert."
+)
 @click.option(
     "--out",
     "out_dir",
@@ -28,7 +32,6 @@ def demo(arch: str, out_dir: Path) -> None:
     import torch
 
     from vrconvert import models_torch
-    from vrconvert.converter.arch import spec
     from vrconvert.converter.conversion import convert
     from vrconvert.converter.formats.download import hub_dir
 
@@ -36,8 +39,8 @@ def demo(arch: str, out_dir: Path) -> None:
 
     variant = spec.get(arch)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cached = hub_dir() / variant.pretrained.filename
-    if cached.is_file():
+    cached = hub_dir() / variant.pretrained.filename if variant.pretrained else None
+    if cached is not None and cached.is_file():
         src = cached
         click.echo(f"using torchvision's pretrained checkpoint {src}")
     else:
@@ -52,7 +55,8 @@ def demo(arch: str, out_dir: Path) -> None:
                 elif name.endswith("running_var"):
                     buf.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, buf.shape).astype(np.float32)))
         torch.save(model.state_dict(), src)
-        click.echo(f"no pretrained file in {cached.parent}: generated {src} (random weights, torchvision format)")
+        where = f"no pretrained file in {cached.parent}" if cached else f"torchvision publishes no weights for {arch}"
+        click.echo(f"{where}: generated {src} (random weights, torchvision format)")
 
     dst = out_dir / f"{arch}.keras"
     _report(convert.torch_to_keras(src, dst, force=True), as_json=False)

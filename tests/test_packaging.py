@@ -48,6 +48,20 @@ def test_non_editable_install_maps_folders_and_ships_data(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["400", "True", "True"]  # the class names and the real clip ship
+    # From the repository's root (the working directory first on sys.path, as for Ray's workers), the
+    # installed package is still the one imported: no folder there is named vrconvert.
+    code = (
+        f"import vrconvert.converter.arch.spec as s, vrconvert; assert vrconvert.__file__.startswith({str(target)!r})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PYTHONPATH": str(target)},
+    )
+    assert out.returncode == 0, out.stderr
 
 
 def test_version_and_help_import_no_framework():

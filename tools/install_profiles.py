@@ -150,10 +150,10 @@ class Venv:
     log: object
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def vrconvert(self, *args: str, status: int = 0) -> tuple[str, str]:
-        """Runs the installed entry point from a scratch folder; checks the status; (stdout, stderr)."""
+    def vrconvert(self, *args: str, status: int = 0, cwd: Path | None = None) -> tuple[str, str]:
+        """Runs the installed entry point from a scratch folder (or `cwd`); checks the status; (stdout, stderr)."""
         got, out, err, seconds = run(
-            [str(self.path / "bin" / "vrconvert"), *args], env=self.profile.env, cwd=self.scratch, log=self.log
+            [str(self.path / "bin" / "vrconvert"), *args], env=self.profile.env, cwd=cwd or self.scratch, log=self.log
         )
         self.seconds[" ".join(args[:1])] = self.seconds.get(" ".join(args[:1]), 0) + seconds
         expect(got == status, f"vrconvert {' '.join(args)}: exit {got}, expected {status}: {err.strip()[-400:]}")
@@ -358,8 +358,8 @@ def check_evaluate(v: Venv, fx: Fixtures) -> None:
     head = ["start", "--head", "--node-ip-address=127.0.0.1", "--port=6391", "--num-cpus=2"]
     got, _, err, _ = run([*ray, *head, "--include-dashboard=false"], cwd=v.scratch, log=v.log)
     expect(got == 0, f"ray start: {err.strip()[-400:]}")
-    try:
-        on_ray = _evaluate(v, fx, videos, "ray", "--ray", "127.0.0.1:6391", "--workers", "2")
+    try:  # from the repository's root, where a folder named vrconvert would shadow the installed package
+        on_ray = _evaluate(v, fx, videos, "ray", "--ray", "127.0.0.1:6391", "--workers", "2", cwd=ROOT)
     finally:
         run([*ray, "stop", "--force"], cwd=v.scratch, log=v.log)
     expect(one == on_ray, "evaluate: Ray's results differ from one worker's")
@@ -367,10 +367,10 @@ def check_evaluate(v: Venv, fx: Fixtures) -> None:
     expect(page.count("data:image/png;base64,") == 2, "evaluate --report: the page lacks its two figures")
 
 
-def _evaluate(v: Venv, fx: Fixtures, videos: Path, name: str, *extra: str) -> list[str]:
+def _evaluate(v: Venv, fx: Fixtures, videos: Path, name: str, *extra: str, cwd: Path | None = None) -> list[str]:
     """One evaluate run into eval-NAME, its summary checked; its records without timings, sorted."""
     args = ["evaluate", str(fx.checkpoint), str(fx.keras), "--videos", str(videos), *CHECK, "--json"]
-    summary = json.loads(v.vrconvert(*args, "--out", f"eval-{name}", *extra)[0])
+    summary = json.loads(v.vrconvert(*args, "--out", str(v.scratch / f"eval-{name}"), *extra, cwd=cwd)[0])
     counts = (summary["videos"], summary["evaluated"], summary["failures"])
     expect(counts == (3, 2, 1), f"evaluate {name}: {summary}")
     expect(summary["top1_agreement"] == 1.0 and summary["beyond_tolerance"] == 0, f"evaluate {name}: {summary}")
@@ -428,7 +428,7 @@ def check_refusal(v: Venv, fx: Fixtures, key: str, extra: str) -> None:
 # Profiles
 
 
-PACKAGE_DIRS = ("vrconvert", "converter", "cli", "models_tf", "models_torch")  # pyproject's package-dir
+PACKAGE_DIRS = ("package", "converter", "cli", "models_tf", "models_torch")  # setup.py's package_dir
 
 
 def build_wheel(log) -> Path:
@@ -442,7 +442,7 @@ def build_wheel(log) -> Path:
     (wheel,) = folder.glob("vrconvert-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     sources = {
-        f"vrconvert/{'' if top == 'vrconvert' else top + '/'}{path.relative_to(ROOT / top)}"
+        f"vrconvert/{'' if top == 'package' else top + '/'}{path.relative_to(ROOT / top)}"
         for top in PACKAGE_DIRS
         for path in (ROOT / top).rglob("*.py")
     }
