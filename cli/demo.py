@@ -17,7 +17,11 @@ from vrconvert.converter.arch import spec
 
 @click.command()
 @click.option(
-    "--arch", type=click.Choice(list(spec.VARIANTS)), default="r2plus1d_18", show_default=True, help="Variant to convert."
+    "--arch",
+    type=click.Choice(list(spec.VARIANTS)),
+    default="r2plus1d_18",
+    show_default=True,
+    help="Variant to convert.",
 )
 @click.option(
     "--out",

@@ -58,6 +58,13 @@ def _models(paths: tuple[Path, ...]) -> tuple[Path | None, Path | None]:
     for p in paths:
         if not p.is_file():
             raise click.UsageError(f"{p}: no such file")
+    if keras_file and keras_io.takes_frames(keras_file[0]):  # its input contract, read from the config alone
+        from vrconvert.converter.errors import InputError
+
+        raise InputError(
+            f"{keras_file[0]}: it takes uint8 frames (built with --include-preprocessing), while evaluate feeds "
+            "normalised clips; evaluate the file converted without --include-preprocessing"
+        )
     return (torch_file or [None])[0], (keras_file or [None])[0]
 
 

@@ -1,5 +1,5 @@
-"""Framework-free core of vrconvert: the architecture spec, its layer expansion, and (with the
-conversion issue) the weight mapping and checkpoint readers."""
+"""vrconvert's library: `arch` (descriptions, records, mapping, detection), `formats` (bytes <-> arrays),
+and the flows built on the model builders (`conversion`, `parity`, `deploy`, `video`, `evaluate`)."""
 
 from vrconvert.converter.arch.layers import Layer, count_params, expand, keras_name, stage_outputs, torch_path
 from vrconvert.converter.arch.spec import VARIANTS, Arch, get

@@ -46,7 +46,6 @@ CLIP_SIDE = 1024  # --size HxW of the random parity clip (a 3000x3000 clip throu
 DOWNLOAD_BYTES = 512 * MIB  # when the published size is unknown (torchvision's video files are < 300 MB)
 DOWNLOAD_SLACK = 1 * MIB  # allowed above a published size (never needed for an intact file)
 DOWNLOAD_SECONDS = 30 * 60  # the whole download, however slowly the server trickles
-DOWNLOAD_HEADERS = 100  # response headers (http.client's own limit, turned into a one-line error)
 
 
 def check(what: str, value: int, limit: int, unit: str = "") -> int:

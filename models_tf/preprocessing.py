@@ -67,12 +67,12 @@ class TapsResize(keras.layers.Layer):
 
     For exported artifacts: each runtime's own bilinear kernel orders its float32 arithmetic its own way,
     and where the exact value lies half-way between two uint8 levels (often, on a non-dyadic scale such
-    as 320 -> 171) that order decides the level: LiteRT, ONNX Runtime and OpenVINO each differed from
-    torchvision on 2.6e-4 to 7.5e-4 of the values (benchmarks/preprocessing.md). Here the taps are
+    as 320 -> 171) that order decides the level, so each runtime's RESIZE differs from torchvision on some
+    values (benchmarks/preprocessing.md). Here the taps are
     torch's (half-pixel source index, weights `1 - l` and `l`, computed from the run-time H and W in
     float32) and so is the order (width pass, then height pass), in plain multiplies and adds that every
-    runtime rounds alike; torch's kernel fuses each multiply-add, which leaves 2.7e-6 of the values one
-    level off in every runtime, as Keras' `Resizing` on TensorFlow does.
+    runtime rounds alike; torch's kernel fuses each multiply-add, which leaves a few values one level off
+    in every runtime, as Keras' `Resizing` on TensorFlow does.
     """
 
     def __init__(self, height: int, width: int, **kwargs) -> None:

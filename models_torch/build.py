@@ -83,7 +83,7 @@ def _module(layer: Layer) -> nn.Module | None:
 
 
 class VideoResNet(nn.Module):
-    """A torchvision-compatible video ResNet driven by `layers` (see `vrconvert.converter.layers`)."""
+    """A torchvision-compatible video ResNet driven by `layers` (see `vrconvert.converter.arch.layers`)."""
 
     def __init__(self, arch: spec.Arch, layers: tuple[Layer, ...]) -> None:
         super().__init__()

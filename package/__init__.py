@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 
 def torch_to_keras(src, dst, **options):
-    """Converts a torch checkpoint file to `.keras`, `.h5` or `.weights.h5` (see converter.convert)."""
+    """Converts a torch checkpoint file to `.keras`, `.h5` or `.weights.h5` (see converter.conversion.convert)."""
     from vrconvert.converter.conversion.convert import torch_to_keras as run
 
     return run(src, dst, **options)

@@ -488,3 +488,18 @@ def test_exported_preprocessing_model_matches_torchvision_and_torch(exported_fra
     with torch.no_grad():
         reference = model(torch.from_numpy(torchvision_clip(raw))).numpy()
     _assert_same_labels(run(raw[None]), reference)
+
+
+def test_evaluate_refuses_a_frames_model_in_one_line(saved_pair, tmp_path, capsys):
+    """evaluate feeds normalised clips: a model that takes uint8 frames is refused before any work."""
+    from helpers import invoke
+
+    from vrconvert.converter import video
+
+    pth, frames_file = saved_pair
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(video.SAMPLE_CLIP.read_bytes())
+    args = ["evaluate", pth, frames_file, "--videos", tmp_path / "videos", "--out", tmp_path / "out", "--frames", "4"]
+    code, _, err = invoke(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "takes uint8 frames" in err, err
+    assert not (tmp_path / "out").exists()

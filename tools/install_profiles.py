@@ -66,7 +66,6 @@ class Profile:
         return "torch" in self.extras.split(",") or "all" in self.extras.split(",")
 
 
-TORCHLESS = ("torch",)
 PROFILES = [
     Profile(
         "P1",

@@ -1,7 +1,7 @@
 """The one hand-written description of every network vrconvert knows.
 
 Plain Python, no framework import. A variant is a frozen record (stem, stages, block, head, metadata);
-`vrconvert.converter.layers.expand` turns it into the ordered layer records that both model builders
+`vrconvert.converter.arch.layers.expand` turns it into the ordered layer records that both model builders
 and the weight mapping walk, so nothing about an architecture is ever written twice.
 
 The vocabulary follows torchvision's `models/video/resnet.py` and the paper "A Closer Look at

@@ -51,7 +51,7 @@ def seed_to_torch(
 
 
 def seed_to_keras_model(src: str | Path, arch: str | None = None, num_classes: int | None = None):
-    """(variant, a vrconvert Keras model carrying the file's weights, every variable assigned once)."""
+    """(variant, the file's variables by Keras path, a vrconvert Keras model carrying them, every variable assigned once)."""
     from vrconvert import models_tf  # lazy: Keras
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 

@@ -51,12 +51,6 @@ LAYER_CLASSES = frozenset(
         "TimeDistributed",
     }
 )
-WRAPPED_CLASSES = frozenset({"Resizing", "Rescaling", "Cropping3D", "ZeroPadding3D", "ReLU", "Activation"}) | {
-    "Rescaling",
-    "TimeDistributed",
-    "Cropping3D",
-    "Normalization",
-}  # the in-model transform (models_tf.preprocessing)
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -118,8 +112,7 @@ def _check_keras_zip(path: Path, arch: str | None) -> None:
 def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path):
     """A member to hand h5py: a window onto the archive file where Keras stored it uncompressed (as it
     does), else zipfile's reader. HDF5 seeks back and forth through its metadata, and zipfile's reader
-    answers every backward seek by reading (and hashing) the member again from its start: 2.4 s for
-    r2plus1d_18's 127 MB, against milliseconds through the window."""
+    answers every backward seek by reading (and hashing) the member again from its start."""
     if info.compress_type != zipfile.ZIP_STORED:
         return archive.open(info)
     size = path.stat().st_size
@@ -290,11 +283,6 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
                 raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
             for side in ("height", "width"):
                 _int(inner["config"].get(side), f"layer {limits.brief(name)}'s {side}", limits.CLIP_SIDE)
-        if kind == "TimeDistributed":  # only a weightless layer may be wrapped
-            inner = cfg.get("layer")
-            if not isinstance(inner, dict) or inner.get("class_name") not in WRAPPED_CLASSES:
-                raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
-            _check_resizing(inner.get("config"), name)
         if kind == "Resizing":
             _check_resizing(cfg, name)
         if name == "stem_2":

@@ -30,9 +30,9 @@ from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.parity.runtime import Runtime
 
 CONTEXT = 2  # records shown before and after the first divergence
-# On raw frames the transform's uint8 rounding lands on the other side for a few values in 100,000
-# (resize arithmetic differs between runtimes); each moves the logits by ~1e-5 of their largest
-# magnitude. Issue 13's end-to-end bound, the default whenever the clips are frames.
+# On raw frames the transform's uint8 rounding can land on the other side for a few values (each runtime
+# orders its resize arithmetic its own way), each moving the logits slightly: the end-to-end bound, the
+# default whenever the clips are frames (benchmarks/preprocessing.md has the measurements).
 FRAMES_TOLERANCE = 1e-4
 
 
