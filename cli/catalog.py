@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import emit_json, force_option, json_option
+from .options import emit_json, force_option, json_option, num_classes_option
 
 
 @click.command("list")
@@ -39,13 +39,7 @@ def list_cmd(as_json: bool) -> None:
 @click.command("build")
 @click.argument("arch")
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--classes",
-    "num_classes",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Width of the classifier head (default 400).",
-)
+@num_classes_option("Width of the classifier head (default: the variant's own).")
 @force_option
 @json_option
 def build_cmd(arch: str, dst: Path, num_classes: int | None, force: bool, as_json: bool) -> None:
@@ -54,7 +48,7 @@ def build_cmd(arch: str, dst: Path, num_classes: int | None, force: bool, as_jso
     from vrconvert.converter.formats.keras_io import keras_suffix
 
     if keras_suffix(dst):
-        from vrconvert.converter.parity.runtime import select_backend_for_files
+        from vrconvert.converter.backends import select_backend_for_files
 
         select_backend_for_files()
     result = convert.write_untrained(arch, dst, num_classes=num_classes, force=force)

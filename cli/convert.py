@@ -9,11 +9,16 @@ import click
 from .options import (
     arch_option,
     emit_json,
+    fold_bn_option,
     force_option,
     frames_option,
+    include_preprocessing_option,
     json_option,
+    no_validate_option,
     note,
+    num_classes_option,
     parse_size,
+    size_option,
     tolerance_option,
 )
 from .validate import print_report
@@ -45,16 +50,14 @@ def _report(result, as_json: bool) -> None:
     help="Download torchvision's Kinetics-400 weights for ARCH (hash-checked) instead of SRC.",
 )
 @force_option
-@click.option("--no-validate", is_flag=True, help="Skip the logits parity check.")
-@click.option("--fold-bn", is_flag=True, help="Fold every BatchNorm into the conv before it (inference only).")
-@click.option(
-    "--include-preprocessing",
-    is_flag=True,
-    help="The model takes uint8 frames (N, T, H, W, 3) of any size and applies torchvision's Kinetics transform.",
+@no_validate_option()
+@fold_bn_option
+@include_preprocessing_option(
+    "The model takes uint8 frames (N, T, H, W, 3) of any size and applies torchvision's Kinetics transform."
 )
 @tolerance_option
 @frames_option
-@click.option("--size", default="112x112", show_default=True, help="HxW of the random parity clip.")
+@size_option("HxW of the random parity clip.")
 @json_option
 def torch2keras(
     paths, arch, pretrained, force, no_validate, fold_bn, include_preprocessing, tolerance, frames, size, as_json
@@ -69,12 +72,12 @@ def torch2keras(
     from vrconvert.converter.parity.validate import default_tolerance
 
     clip_size = parse_size(size)
-    from vrconvert.converter.parity import runtime
+    from vrconvert.converter import backends
 
     if no_validate:
-        runtime.select_backend_for_files()
+        backends.select_backend_for_files()
     else:
-        runtime.require_parity_check()
+        backends.require_parity_check()
     if len(paths) != (1 if pretrained else 2):
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
@@ -107,15 +110,15 @@ def torch2keras(
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @arch_option
-@click.option("--num-classes", type=int, default=None, help="Head width, for .weights.h5 (default: detected).")
+@num_classes_option()
 @force_option
 @json_option
 def keras2torch(src, dst, arch, num_classes, force, as_json) -> None:
     """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors)."""
+    from vrconvert.converter import backends
     from vrconvert.converter.conversion import convert
-    from vrconvert.converter.parity import runtime
 
-    runtime.require("torch", *(["safetensors"] if dst.suffix == ".safetensors" else []))  # the writers
-    runtime.select_backend_for_files()
+    backends.require("torch", *(["safetensors"] if dst.suffix == ".safetensors" else []))  # the writers
+    backends.select_backend_for_files()
 
     _report(convert.keras_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force), as_json)

@@ -9,17 +9,30 @@ from pathlib import Path
 import click
 
 from .backend import rerun_with_backend
-from .options import emit_json, frames_option, json_option, keras_backend_option, parse_size, tolerance_option
+from .options import (
+    clips_option,
+    emit_json,
+    frames_option,
+    json_option,
+    keras_backend_option,
+    parse_size,
+    size_option,
+    tolerance_option,
+)
 
 
 class Progress:
     """Videos done, rate, ETA and disagreements so far, on stderr (redrawn in place on a terminal)."""
 
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.done, self.disagree, self.failed = total, 0, 0, 0
-        self.start = self.last = time.monotonic()
+    def __init__(self, enabled: bool = True):
+        self.total, self.done, self.disagree, self.failed = 0, 0, 0, 0
+        self.started = self.last = time.monotonic()
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.started = self.last = time.monotonic()
 
     def update(self, record: dict) -> None:
         self.done += 1
@@ -31,7 +44,7 @@ class Progress:
             self.draw(now)
 
     def draw(self, now: float) -> None:
-        rate = self.done / max(now - self.start, 1e-9)
+        rate = self.done / max(now - self.started, 1e-9)
         eta = (self.total - self.done) / rate if rate else 0
         width = 24
         bar = "#" * round(width * self.done / max(self.total, 1))
@@ -40,41 +53,6 @@ class Progress:
             f"  top-1 disagreements {self.disagree}  failures {self.failed}"
         )
         click.echo(("\r" + line) if self.tty else line, nl=not self.tty or self.done == self.total, err=True)
-
-
-def _models(paths: tuple[Path, ...]) -> tuple[Path | None, Path | None]:
-    from vrconvert.converter.formats import keras_io
-    from vrconvert.converter.formats.checkpoint import TORCH_SUFFIXES
-
-    if not 1 <= len(paths) <= 2:
-        raise click.UsageError("give a torch checkpoint, a Keras file, or both")
-    torch_file = [p for p in paths if p.name.lower().endswith(TORCH_SUFFIXES)]
-    keras_file = [p for p in paths if keras_io.keras_suffix(p)]
-    if len(torch_file) > 1 or len(keras_file) > 1 or len(torch_file) + len(keras_file) != len(paths):
-        raise click.UsageError(
-            f"expected at most one torch checkpoint ({', '.join(TORCH_SUFFIXES)}) and one Keras file "
-            f"({', '.join(keras_io.KERAS_SUFFIXES)}), got {' '.join(map(str, paths))}"
-        )
-    for p in paths:
-        if not p.is_file():
-            raise click.UsageError(f"{p}: no such file")
-    if keras_file and keras_io.takes_frames(keras_file[0]):  # its input contract, read from the config alone
-        from vrconvert.converter.errors import InputError
-
-        raise InputError(
-            f"{keras_file[0]}: it takes uint8 frames (built with --include-preprocessing), while evaluate feeds "
-            "normalised clips; evaluate the file converted without --include-preprocessing"
-        )
-    return (torch_file or [None])[0], (keras_file or [None])[0]
-
-
-def _check_extra(module: str, option: str) -> None:
-    import importlib.util
-
-    from vrconvert.converter.errors import InputError
-
-    if importlib.util.find_spec(module) is None:
-        raise InputError(f"{option} needs {module}: pip install 'vrconvert[evaluate]'")
 
 
 @click.command("evaluate")
@@ -89,17 +67,9 @@ def _check_extra(module: str, option: str) -> None:
 @click.option(
     "--labels", type=click.Path(dir_okay=False, path_type=Path), help="A CSV of path,label (names or indices)."
 )
-@click.option(
-    "--clips",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Clips spread evenly over each video, probabilities averaged (as predict does).",
-)
+@clips_option("Clips spread evenly over each video, probabilities averaged (as predict does).")
 @frames_option
-@click.option(
-    "--size", default="112x112", show_default=True, help="HxW of the centre crop (the resize scales with it)."
-)
+@size_option("HxW of the centre crop (the resize scales with it).")
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None, help="Processes (default 1; with --ray, the cluster's CPUs)."
 )
@@ -149,97 +119,47 @@ def evaluate(
     Each finished video is one line of OUT/results.jsonl; --resume goes on after a crash or Ctrl-C.
     Exit 0 when every compared video agrees within tolerance, 1 when one does not, 2 on bad input.
     """
-    from vrconvert.converter import parity
-    from vrconvert.converter.parity import runtime
+    from vrconvert.converter import backends, parity
+    from vrconvert.converter.evaluate import run
 
-    torch_file, keras_file = _models(models)
-    if ray_address:
-        _check_extra("ray", "--ray")
-    if report:
-        _check_extra("matplotlib", "--report")
-    keras_backend = runtime.resolve_backend(keras_backend)
-    if keras_file and not runtime.select_backend(keras_backend):
+    torch_file, keras_file = run.split_models(models)
+    run.require_extras(ray=bool(ray_address), report=bool(report))
+    keras_backend = backends.resolve_backend(keras_backend)
+    if keras_file and not backends.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
-    from vrconvert.converter.evaluate import local, sources, store, summary
-    from vrconvert.converter.evaluate.worker import Settings
-
-    tolerance = parity.DEFAULT_TOLERANCE if tolerance is None else tolerance
-    found = sources.discover(source, labels)
-    if found.skipped and not as_json:
-        click.echo(f"{len(found.skipped)} file(s) without a video suffix left out (e.g. {found.skipped[0]})", err=True)
-    if ray_address:
-        from vrconvert.converter.evaluate import ray_runner
-
-        cpus = ray_runner.connect(ray_address)
-        workers = workers or cpus
-        threads = threads or max(1, cpus // workers)
-    else:
-        workers = workers or 1
-        threads = threads or local.share(workers)
-    settings = Settings(
-        str(torch_file.resolve()) if torch_file else None,
-        str(keras_file.resolve()) if keras_file else None,
-        clips,
-        frames,
-        parse_size(size),
-        tolerance,
-        keras_backend,
-        found.classes,
-        threads,
+    request = run.Request(
+        torch_file=torch_file,
+        keras_file=keras_file,
+        source=source,
+        labels=labels,
+        out=out,
+        clips=clips,
+        frames=frames,
+        size=parse_size(size),
+        tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
+        keras_backend=keras_backend,
+        workers=workers,
+        threads=threads,
+        ray_address=ray_address,
+        resume=resume,
+        report=report,
     )
-    with store.ResultsStore(out) as results:
-        done = results.open(settings.identity(), resume)
-        if results.dropped_bytes:
-            click.echo(f"{out}: dropped a torn last line ({results.dropped_bytes} bytes) of the killed run", err=True)
-        todo = [item for item in found.items if item.key not in done]
-        progress = Progress(len(todo), enabled=not as_json or sys.stderr.isatty())
-        if todo:
-            if ray_address:
-                records = ray_runner.run_ray(todo, settings, workers)
-            else:
-                records = local.run_local(todo, settings, workers)
-            try:
-                for record in records:
-                    results.append(record)
-                    progress.update(record)
-            except KeyboardInterrupt:
-                records.close()
-                click.echo(
-                    f"\ninterrupted: {len(done) + progress.done} videos recorded in {out}; "
-                    "run again with --resume to go on",
-                    err=True,
-                )
-                sys.exit(130)
-        figures = summary.summarize(out, tolerance)
-        if report and torch_file and keras_file and figures["worst"]:
-            _layer_profile(results, found, settings, figures["worst"][0]["key"], out)
-    if report:
-        from vrconvert.converter.evaluate.report import evaluation_page
-
-        evaluation_page(out, report, tolerance)
+    progress = Progress(enabled=not as_json or sys.stderr.isatty())
+    try:
+        figures = run.evaluate(
+            request, on_start=progress.start, on_record=progress.update, on_note=lambda n: click.echo(n, err=True)
+        )
+    except run.Interrupted as stop:
+        click.echo(
+            f"\ninterrupted: {stop.recorded} videos recorded in {stop.out}; run again with --resume to go on", err=True
+        )
+        sys.exit(130)
     if as_json:
         emit_json({"out": str(out), "report": str(report) if report else None, **figures})
     else:
         print_summary(figures, out, report)
     if figures.get("beyond_tolerance") or figures["top1_disagreements"]:
         sys.exit(1)
-
-
-def _layer_profile(results, found, settings, key: str, out: Path) -> None:
-    """The worst video's per-layer differences (kept in OUT/layers.json, so the report reads a file)."""
-    import json
-
-    from vrconvert.converter.evaluate import store
-    from vrconvert.converter.evaluate.worker import evaluator
-
-    saved = out / store.LAYERS
-    if saved.exists() and json.loads(saved.read_text()).get("video") == key:
-        return
-    record = next(r for r in store.read_records(out) if r["key"] == key)
-    item = next((i for i in found.items if i.key == key), None)
-    if item is None:
-        return
-    results.write_layers(evaluator(settings).layer_profile(item, record.get("worst_clip", 0)))
 
 
 def _pct(value) -> str:

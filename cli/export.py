@@ -9,7 +9,20 @@ from pathlib import Path
 import click
 
 from .backend import rerun_with_backend
-from .options import arch_option, emit_json, force_option, json_option, note, parse_size, tolerance_option
+from .options import (
+    arch_option,
+    emit_json,
+    fold_bn_option,
+    force_option,
+    include_preprocessing_option,
+    json_option,
+    no_validate_option,
+    note,
+    parse_size,
+    size_option,
+    tolerance_option,
+    videos_option,
+)
 from .validate import print_report
 
 FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
@@ -27,23 +40,15 @@ FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
 )
 @arch_option
 @click.option("--frames", type=click.IntRange(min=1), default=None, help="Fix T in the input shape (with --size).")
-@click.option("--size", default=None, help="Fix HxW in the input shape (with --frames); default: T, H, W free.")
-@click.option("--fold-bn", is_flag=True, help="Fold every BatchNorm into the conv before it (inference only).")
-@click.option(
-    "--include-preprocessing",
-    is_flag=True,
-    help="Take uint8 frames (N, T, H, W, 3) and apply torchvision's Kinetics transform in the artifact.",
+@size_option("Fix HxW in the input shape (with --frames); default: T, H, W free.", default=None)
+@fold_bn_option
+@include_preprocessing_option(
+    "Take uint8 frames (N, T, H, W, 3) and apply torchvision's Kinetics transform in the artifact."
 )
 @force_option
-@click.option("--no-validate", is_flag=True, help="Skip running the artifact against torch.")
+@no_validate_option("Skip running the artifact against torch.")
 @tolerance_option
-@click.option(
-    "--video",
-    "videos",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Also compare on a centred clip of this video (repeatable).",
-)
+@videos_option
 @json_option
 def export(
     src, dst, fmt, arch, frames, size, fold_bn, include_preprocessing, force, no_validate, tolerance, videos, as_json
@@ -54,9 +59,9 @@ def export(
     OpenVINO at f32) and compared with the torch model on a seeded random clip, the packaged real clip
     and every --video; it is moved onto DST only if it matches. Exit 0 pass, 1 parity failure, 2 bad input.
     """
-    from vrconvert.converter.parity import runtime
+    from vrconvert.converter import backends
 
-    if not runtime.select_backend("tensorflow"):
+    if not backends.select_backend("tensorflow"):
         rerun_with_backend("tensorflow")  # exits
     from vrconvert.converter.deploy import export as exporter
 

@@ -6,32 +6,42 @@ from pathlib import Path
 
 import click
 
-from .options import arch_option, force_option, frames_option, json_option, parse_size, tolerance_option
+from .options import (
+    arch_option,
+    force_option,
+    frames_option,
+    json_option,
+    no_validate_option,
+    num_classes_option,
+    parse_size,
+    size_option,
+    tolerance_option,
+)
 
 
 @click.command("keras2keras")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @arch_option
-@click.option("--num-classes", type=int, default=None, help="Head width (default: read from the file).")
+@num_classes_option("Head width (default: read from the file).")
 @force_option
-@click.option("--no-validate", is_flag=True, help="Skip the torch/Keras parity check.")
+@no_validate_option()
 @tolerance_option
 @frames_option
-@click.option("--size", default="112x112", show_default=True, help="HxW of the random parity clip.")
+@size_option("HxW of the random parity clip.")
 @json_option
 def keras2keras(src, dst, arch, num_classes, force, no_validate, tolerance, frames, size, as_json) -> None:
     """Read SRC, a weight file of 3D-ResNet-Builder-for-Keras (Keras 2 `save_weights` .h5) or of
     ResNet18-2Plus1DD (.weights.h5), and write DST (.keras, .h5 or .weights.h5): the same network as
     a vrconvert Keras model that saves and reloads with its weights, checked against torch first."""
     from vrconvert.converter import parity
-    from vrconvert.converter.conversion import seeds
+    from vrconvert.converter.conversion import keras_projects
     from vrconvert.converter.parity import validate as validator
 
     from .convert import _report
 
     clips = None if no_validate else validator.clips_for(frames=frames, size=parse_size(size), random=1, sample=False)
-    result = seeds.seed_to_keras(
+    result = keras_projects.project_to_keras(
         src,
         dst,
         arch=arch,

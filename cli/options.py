@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -39,6 +40,39 @@ keras_backend_option = click.option(
     default=None,
     help="Keras backend to run on (default: $KERAS_BACKEND, else tensorflow).",
 )
+fold_bn_option = click.option(
+    "--fold-bn", is_flag=True, help="Fold every BatchNorm into the conv before it (inference only)."
+)
+videos_option = click.option(
+    "--video",
+    "videos",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Also compare on a centred clip of this video (repeatable).",
+)
+
+
+def size_option(help: str, default: str | None = "112x112"):
+    """`--size HxW` (parsed by `parse_size`), with each command's own meaning and default."""
+    return click.option("--size", default=default, show_default=default is not None, help=help)
+
+
+def no_validate_option(help: str = "Skip the logits parity check."):
+    return click.option("--no-validate", is_flag=True, help=help)
+
+
+def num_classes_option(help: str = "Head width, for .weights.h5 (default: detected)."):
+    return click.option("--num-classes", type=click.IntRange(min=1), default=None, help=help)
+
+
+def clips_option(help: str):
+    return click.option("--clips", type=click.IntRange(min=1), default=1, show_default=True, help=help)
+
+
+def include_preprocessing_option(help: str):
+    return click.option("--include-preprocessing", is_flag=True, help=help)
+
+
 allow_tf32_option = click.option(
     "--allow-tf32", is_flag=True, help="On GPU, let both sides use TF32 (off by default for strict parity)."
 )

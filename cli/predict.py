@@ -7,23 +7,25 @@ from pathlib import Path
 import click
 
 from .backend import rerun_with_backend
-from .options import arch_option, emit_json, frames_option, json_option, keras_backend_option
+from .options import (
+    arch_option,
+    clips_option,
+    emit_json,
+    frames_option,
+    json_option,
+    keras_backend_option,
+    num_classes_option,
+)
 
 
 @click.command("predict")
 @click.argument("video", type=click.Path(path_type=Path))
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="How many classes to print.")
-@click.option(
-    "--clips",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Clips spread evenly over the video; their probabilities are averaged.",
-)
+@clips_option("Clips spread evenly over the video; their probabilities are averaged.")
 @frames_option
 @arch_option
-@click.option("--num-classes", type=int, default=None, help="Head width, for .weights.h5 (default: detected).")
+@num_classes_option()
 @keras_backend_option
 @json_option
 def predict(video, model, top, clips, frames, arch, num_classes, keras_backend, as_json) -> None:
@@ -31,10 +33,10 @@ def predict(video, model, top, clips, frames, arch, num_classes, keras_backend, 
 
     Prints Kinetics-400 labels with probabilities (class indices for a head of another size).
     """
-    from vrconvert.converter.parity import runtime
+    from vrconvert.converter import backends
 
-    keras_backend = runtime.resolve_backend(keras_backend)
-    if not runtime.select_backend(keras_backend):
+    keras_backend = backends.resolve_backend(keras_backend)
+    if not backends.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
     from vrconvert.converter.video.classify import classify
 

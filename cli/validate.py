@@ -16,20 +16,16 @@ from .options import (
     json_option,
     keras_backend_option,
     parse_size,
+    size_option,
     tolerance_option,
+    videos_option,
 )
 
 
 @click.command("validate")
 @click.argument("torch_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("keras_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--video",
-    "videos",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Also compare on a centred clip of this video (repeatable).",
-)
+@videos_option
 @click.option(
     "--random",
     "random_clips",
@@ -39,7 +35,7 @@ from .options import (
     help="Seeded random clips to compare on.",
 )
 @frames_option
-@click.option("--size", default="112x112", show_default=True, help="HxW of the random clips.")
+@size_option("HxW of the random clips.")
 @click.option("--no-sample", is_flag=True, help="Leave out the real clip packaged with vrconvert.")
 @device_option
 @keras_backend_option
@@ -73,10 +69,11 @@ def validate(
     max absolute and relative difference, cosine and top-1/top-5 agreement, and on failure names the
     first torch module and Keras layer whose outputs differ. Exit 0 pass, 1 parity failure, 2 bad input.
     """
+    from vrconvert.converter import backends
     from vrconvert.converter.parity import runtime
 
-    keras_backend = runtime.resolve_backend(keras_backend)
-    if not runtime.select_backend(keras_backend):
+    keras_backend = backends.resolve_backend(keras_backend)
+    if not backends.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
     from vrconvert.converter.formats import keras_io
     from vrconvert.converter.parity import validate as validator

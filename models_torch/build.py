@@ -161,11 +161,16 @@ def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:
     return [tuple(names) for names in frees]
 
 
-def build(arch: str | spec.Arch, num_classes: int = 400, *, include_preprocessing: bool = False) -> VideoResNet:
-    """An untrained (torch-default-initialised) model of `arch` with a `num_classes`-way head; with
-    `include_preprocessing`, fed uint8 frames (N, T, H, W, 3) (`models_torch.preprocessing`)."""
+def build(arch: str | spec.Arch, num_classes: int | None = None, *, include_preprocessing: bool = False) -> VideoResNet:
+    """An untrained (torch-default-initialised) model of `arch`.
+
+    Args:
+        arch: a variant name (`vrconvert list`) or a spec record.
+        num_classes: the head's width; None keeps the variant's own (as `models_tf.build` does).
+        include_preprocessing: fed uint8 frames (N, T, H, W, 3), torchvision's transform in front.
+    """
     variant = spec.get(arch) if isinstance(arch, str) else arch
-    variant = variant.with_classes(num_classes)
+    variant = variant.with_classes(num_classes or variant.num_classes)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))

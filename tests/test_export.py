@@ -207,7 +207,7 @@ def test_cli_names_the_extra_when_a_runtime_is_missing(checkpoint, tmp_path, blo
 
 
 def test_atomic_commit_restores_the_old_artifact_when_a_move_fails(tmp_path):
-    from vrconvert.converter.deploy import atomic
+    from vrconvert.converter.formats import output as atomic
 
     old_bin, old_xml = tmp_path / "m.bin", tmp_path / "m.xml"
     old_bin.write_text("old bin")

@@ -213,7 +213,7 @@ def test_list_and_build(tmp_path, torch, capsys):
     code, out, _ = invoke(["list"], capsys)
     assert "rmc4_18" in out and "Kinetics-400, 67.5% top-1" in out
 
-    code, out, err = invoke(["build", "mc4_18", tmp_path / "mc4.pth", "--classes", "9"], capsys)
+    code, out, err = invoke(["build", "mc4_18", tmp_path / "mc4.pth", "--num-classes", "9"], capsys)
     assert code == 0, err
     state = torch.load(tmp_path / "mc4.pth", weights_only=True)
     found = accounting.detect(accounting.shapes_of({k: v.numpy() for k, v in state.items()}))

@@ -33,7 +33,7 @@ def two_networks(tmp_path_factory) -> tuple[Path, Path]:
     """A torch checkpoint of mc2_18 and a Keras file of r2d_18 (small ones, 4 classes)."""
     folder = tmp_path_factory.mktemp("stderr")
     for arch, name in (("mc2_18", "a.pth"), ("r2d_18", "b.keras")):
-        done = vrconvert("build", arch, name, "--classes", "4", cwd=folder)
+        done = vrconvert("build", arch, name, "--num-classes", "4", cwd=folder)
         assert done.returncode == 0, done.stderr
     return folder / "a.pth", folder / "b.keras"
 

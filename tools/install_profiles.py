@@ -228,7 +228,7 @@ def read_state(path: Path) -> dict[str, np.ndarray]:
 def keras_state(keras_file: Path) -> dict[str, np.ndarray]:
     """A Keras file's weights read here (the test venv), under torch names."""
     from vrconvert.converter.arch import mapping
-    from vrconvert.converter.parity.runtime import select_backend_for_files
+    from vrconvert.converter.backends import select_backend_for_files
     from vrconvert.models_tf import weights as keras_weights
 
     with IN_PROCESS:
@@ -319,7 +319,7 @@ def check_predict(v: Venv, fx: Fixtures) -> None:
 def check_build(v: Venv, fx: Fixtures) -> None:
     """Untrained models on both sides, read back here: every key of the checkpoint's, same shapes."""
     for name in ("untrained.keras", "untrained.pth"):
-        v.vrconvert("build", ARCH, name, "--classes", str(CLASSES))
+        v.vrconvert("build", ARCH, name, "--num-classes", str(CLASSES))
         state = keras_state(v.scratch / name) if name.endswith(".keras") else read_state(v.scratch / name)
         shapes = {k: np.shape(a) for k, a in state.items() if not k.endswith("num_batches_tracked")}
         expect(shapes == {k: a.shape for k, a in fx.state.items() if not k.endswith("num_batches_tracked")}, name)

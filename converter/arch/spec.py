@@ -227,7 +227,7 @@ class Arch:
     shortcut_pool: Pool | None = None
     se_dense: bool = False
     head_activation: str | None = None
-    origin: str | None = None  # the public project whose weight files this variant reads (formats.seed_weights)
+    origin: str | None = None  # the public project whose weight files this variant reads (formats.project_weights)
     categories: str | None = "kinetics400_classes.txt"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     pretrained: Pretrained | None = None
@@ -421,7 +421,7 @@ _C2P1_STEM = (
     StemConv(32, (3, 3, 3), (1, 1, 1), conv="c2p1"),
     StemConv(64, (3, 3, 3), (1, 1, 1), conv="c2p1"),
 )
-_SEEDS = (
+_KERAS_PROJECTS = (
     Arch(
         "resnet18_2plus1dd",
         _C2P1_STEM,
@@ -460,7 +460,7 @@ _SEEDS = (
         for kernel in ("p3db", "fast", "splitfast")
     ),
 )
-VARIANTS: dict[str, Arch] = {arch.name: arch for arch in (*_ARCHS, *_SEEDS)}
+VARIANTS: dict[str, Arch] = {arch.name: arch for arch in (*_ARCHS, *_KERAS_PROJECTS)}
 
 
 def category_names(arch: Arch | str) -> list[str] | None:

@@ -17,13 +17,12 @@ import numpy as np
 
 from vrconvert.converter.arch import accounting, mapping, spec
 from vrconvert.converter.arch.layers import count_params, expand
-from vrconvert.converter.conversion import seeds
+from vrconvert.converter.conversion import keras_projects
 from vrconvert.converter.conversion.result import Result
-from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
+from vrconvert.converter.conversion.torch_model import load_state
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import checkpoint, keras_io
 from vrconvert.converter.formats.output import atomic_path, check_target
-from vrconvert.converter.parity import runtime
 from vrconvert.converter.parity import validate as validator
 
 
@@ -96,16 +95,8 @@ def torch_to_keras(
         hash_check=ckpt.hash_check,
     )
     if validate:
-        report = validator.check_models(
-            variant,
-            torch_model_from_state(variant, ckpt.state),
-            model,
-            clips or default_clips(raw=include_preprocessing),
-            runtime.prepare("cpu"),
-            tolerance,
-        )
-        result.parity = report
-        validator.require(report)
+        clips = clips or default_clips(raw=include_preprocessing)
+        result.parity = validator.check_conversion(variant, ckpt.state, model, clips, tolerance)
     keras_weights.save(model, dst, suffix)
     result.seconds = time.perf_counter() - start
     return result
@@ -127,8 +118,8 @@ def keras_to_torch(
     dst = Path(dst)
     suffix = check_target(dst, force, checkpoint.TORCH_SUFFIXES)
     src = Path(src)
-    if seeds.is_seed_file(src):
-        return seeds.seed_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force)
+    if keras_projects.is_project_file(src):
+        return keras_projects.project_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force)
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
     variant, variables = keras_weights.read_keras_file(src, arch, num_classes)

@@ -17,9 +17,9 @@ import numpy as np
 
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import INPUT
-from vrconvert.converter.deploy import atomic
 from vrconvert.converter.deploy.formats import INSTALL_HINT, Format, format_for, targets
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import output as atomic
 from vrconvert.converter.parity import validate as validator
 
 

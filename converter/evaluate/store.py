@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats.output import write_text_atomic
 
 RESULTS = "results.jsonl"
 SETTINGS = "run.json"
@@ -87,7 +88,7 @@ class ResultsStore:
                     f"{self.folder}: --resume with other settings than the run began with ({', '.join(changed)})"
                 )
         else:
-            _write_atomic(saved, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+            write_text_atomic(saved, json.dumps(settings, indent=2, sort_keys=True) + "\n")
         done, end = set(), 0
         for record, offset in _complete_lines(results):
             done.add(record["key"])
@@ -109,7 +110,7 @@ class ResultsStore:
         os.fsync(self._fd)
 
     def write_layers(self, profile: dict) -> None:
-        _write_atomic(self.folder / LAYERS, json.dumps(profile, indent=1) + "\n")
+        write_text_atomic(self.folder / LAYERS, json.dumps(profile, indent=1) + "\n")
 
     def close(self) -> None:
         for name in ("_fd", "_lock_fd"):
@@ -123,12 +124,3 @@ class ResultsStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter import limits
+from vrconvert.converter.arch import accounting
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import torchzip
 
@@ -172,8 +173,6 @@ SAFETENSORS_DTYPES = {
 
 def _check_declared(path: Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> None:
     """Before any tensor is widened or copied: string keys, the dtype rule and the element cap."""
-    from vrconvert.converter.arch import accounting
-
     total = 0
     for key, shape in shapes.items():
         if not isinstance(key, str):
@@ -240,9 +239,6 @@ def _strip_prefixes(state: Mapping, notes: list[str]) -> dict:
     return state
 
 
-FLOATS = ("float16", "bfloat16", "float32", "float64")
-
-
 def _float32(value) -> np.ndarray:
     if isinstance(value, torchzip.Tensor):
         return value.float32()
@@ -261,7 +257,7 @@ def _to_numpy(path: Path, state: dict, notes: list[str]) -> tuple[dict[str, np.n
     for key, tensor in state.items():
         name = names[key]
         dtypes.add(name)
-        if name in FLOATS and name != "float32":
+        if name in accounting.FLOAT_DTYPES and name != "float32":
             converted[name] = converted.get(name, 0) + 1
             out[key] = _float32(tensor)
         elif isinstance(tensor, torchzip.Tensor):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import struct
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 from vrconvert.converter import limits
 from vrconvert.converter.arch import accounting, folding
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import zip_members
 from vrconvert.converter.formats.checkpoint import require_regular_file
 
 # The built-in Keras layers vrconvert's models are made of (tests check every variant against it).
@@ -118,12 +118,9 @@ def _member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path):
     size = path.stat().st_size
     raw = open(path, "rb")  # noqa: SIM115 (closed by the window)
     try:
-        raw.seek(info.header_offset)
-        header = raw.read(30)
-        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        start = zip_members.data_offset(raw, info)
+        if start is None:
             raise InputError(f"a damaged local header for {info.filename}")
-        name_len, extra_len = struct.unpack("<HH", header[26:30])
-        start = info.header_offset + 30 + name_len + extra_len
         if info.compress_size != info.file_size or start + info.file_size > size:
             raise InputError(f"{info.filename} extends past the end of the file")
     except BaseException:

@@ -38,6 +38,7 @@ import numpy as np
 
 from vrconvert.converter import limits
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import zip_members
 
 # torch storage type -> numpy dtype (bfloat16 has none: kept as its 16-bit pattern, widened on request)
 STORAGE_DTYPES = {
@@ -374,16 +375,6 @@ class _Unpickler(pickle.Unpickler):
         return Storage(self._storages(key, kind.dtype, numel), kind.name)
 
 
-def _member_offset(raw, info: zipfile.ZipInfo) -> int:
-    """Where a stored member's bytes start in the file (after its local header)."""
-    raw.seek(info.header_offset)
-    header = raw.read(30)
-    if len(header) < 30 or header[:4] != b"PK\x03\x04":
-        raise Refused("a zip member with a bad local header")
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    return info.header_offset + 30 + name_len + extra_len
-
-
 def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
     """A member's bytes, refusing (before and while reading) more than `limit` uncompressed."""
     limits.check(f"{limits.brief(info.filename)} (uncompressed)", info.file_size, limit, " bytes")
@@ -444,7 +435,9 @@ def _load(path: Path, archive: zipfile.ZipFile, raw):
             raise Unsupported(f"storage {limits.brief(key)} is compressed")
         if numel < 0 or nbytes > info.file_size:
             raise Refused(f"storage {limits.brief(key)} declares {numel:,} elements, more than its member holds")
-        start = _member_offset(raw, info)
+        start = zip_members.data_offset(raw, info)
+        if start is None:
+            raise Refused("a zip member with a bad local header")
         if start < 0 or start + info.file_size > file_size:
             raise Refused(f"storage {limits.brief(key)} reaches past the end of the file")
         budget[0] -= nbytes

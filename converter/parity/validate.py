@@ -27,7 +27,7 @@ from vrconvert.converter.arch import folding, spec
 from vrconvert.converter.arch.layers import expand, keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError, ParityError
-from vrconvert.converter.parity.runtime import Runtime
+from vrconvert.converter.parity.runtime import Runtime, prepare
 
 CONTEXT = 2  # records shown before and after the first divergence
 # On raw frames the transform's uint8 rounding can land on the other side for a few values (each runtime
@@ -269,6 +269,16 @@ def check_models(
     return check_runner(
         arch, torch_model, predictor(keras_model), clips, runtime, tolerance, progress, localise, profile
     )
+
+
+def check_conversion(
+    arch: spec.Arch, state: dict[str, np.ndarray], keras_model, clips: dict[str, np.ndarray], tolerance: float
+) -> Report:
+    """The post-conversion gate: `keras_model` against torch's model of the same `state` on the CPU; a
+    `ParityError` (nothing is written) unless every clip agrees within `tolerance`."""
+    report = check_models(arch, torch_model_from_state(arch, state), keras_model, clips, prepare("cpu"), tolerance)
+    require(report)
+    return report
 
 
 def check_runner(

@@ -148,8 +148,8 @@ def read_builder(f, path: Path, arch: str | None, num_classes: int | None) -> tu
 
 # -- ResNet18-2Plus1DD: Keras 3 .weights.h5, name-based ----------------------------------------------
 
-_B_BLOCKS = ("layer1.0", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1")
-_B_PARTS = {
+_2PLUS1DD_BLOCKS = ("layer1.0", "layer2.0", "layer2.1", "layer3.0", "layer3.1", "layer4.0", "layer4.1")
+_2PLUS1DD_PARTS = {
     "feature_extract": "conv1",
     "feature_extract1": "conv2",
     "shortcut": "shortcut",
@@ -157,8 +157,12 @@ _B_PARTS = {
     "convolution/temporal_decompose": "temporal",
     "normalize": "bn",
 }
-_B_VARS = {"conv": ("kernel",), "bn": ("gamma", "beta", "moving_mean", "moving_variance"), "dense": ("kernel", "bias")}
-_B_PATH = re.compile(
+_2PLUS1DD_VARIABLES = {
+    "conv": ("kernel",),
+    "bn": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "dense": ("kernel", "bias"),
+}
+_2PLUS1DD_PATH = re.compile(
     r"(?:(?P<block>block(?P<n>\d*))|layers/conv2_plus1d_layer(?:_(?P<stem>\d+))?|(?P<embedding>embedding))"
     r"(?:/(?P<unit>feature_extract1?|shortcut))?"
     r"(?:/(?P<part>convolution/spatial_decompose|convolution/temporal_decompose|normalize))?"
@@ -170,9 +174,9 @@ def _is_2plus1dd(f) -> bool:
     return "embedding" in f and "layers" in f and "block" in f and "layer_names" not in f.attrs
 
 
-def _b_variable(name: str) -> str | None:
+def _2plus1dd_variable(name: str) -> str | None:
     """`block3/feature_extract1/convolution/spatial_decompose/vars/0` -> `layer3_0_conv2_spatial/kernel`."""
-    m = _B_PATH.fullmatch(name)
+    m = _2PLUS1DD_PATH.fullmatch(name)
     if m is None:
         return None
     if m["embedding"]:
@@ -182,18 +186,18 @@ def _b_variable(name: str) -> str | None:
     else:
         if m["block"]:
             n = int(m["n"] or 0)
-            if n >= len(_B_BLOCKS) or not m["unit"]:
+            if n >= len(_2PLUS1DD_BLOCKS) or not m["unit"]:
                 return None
-            prefix = f"{_B_BLOCKS[n]}.{_B_PARTS[m['unit']]}"
+            prefix = f"{_2PLUS1DD_BLOCKS[n]}.{_2PLUS1DD_PARTS[m['unit']]}"
         else:
             if m["unit"]:
                 return None
             prefix = f"stem.{int(m['stem'] or 0)}"
         if not m["part"]:
             return None
-        record, op = f"{prefix}.{_B_PARTS[m['part']]}", "bn" if m["part"] == "normalize" else "conv"
+        record, op = f"{prefix}.{_2PLUS1DD_PARTS[m['part']]}", "bn" if m["part"] == "normalize" else "conv"
     index = int(m["index"])
-    return f"{keras_name(record)}/{_B_VARS[op][index]}" if index < len(_B_VARS[op]) else None
+    return f"{keras_name(record)}/{_2PLUS1DD_VARIABLES[op][index]}" if index < len(_2PLUS1DD_VARIABLES[op]) else None
 
 
 def read_2plus1dd(f, path: Path, arch: str | None, num_classes: int | None) -> tuple[spec.Arch, dict[str, np.ndarray]]:
@@ -213,7 +217,7 @@ def read_2plus1dd(f, path: Path, arch: str | None, num_classes: int | None) -> t
     want = {v.path: v for v in expected(variant)}
     report, used, arrays = Report(variant.name), set(), {}
     for name, dataset in datasets.items():
-        target = _b_variable(name)
+        target = _2plus1dd_variable(name)
         if target is None or target not in want or target in used:
             report.unexpected.append(name)
             continue
@@ -268,7 +272,7 @@ def detect_layout(f) -> str | None:
     return next((name for name, (_, detector, _) in LAYOUTS.items() if detector(f)), None)
 
 
-def is_seed_file(path: str | Path) -> bool:
+def is_project_file(path: str | Path) -> bool:
     """Whether `path` is an HDF5 file in one of the originals' layouts (cheap: attributes and names)."""
     try:
         import h5py
@@ -281,7 +285,7 @@ def is_seed_file(path: str | Path) -> bool:
         return False
 
 
-def read_seed_weights(
+def read_project_weights(
     path: str | Path, arch: str | None = None, num_classes: int | None = None
 ) -> tuple[spec.Arch, dict[str, np.ndarray]]:
     """(variant, Keras variable path -> float32 array) of an original project's weight file."""

@@ -18,7 +18,6 @@ from helpers import invoke, make_checkpoint
 
 from vrconvert.converter.arch import layers, mapping, spec
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import seed_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "seeds"
 CONFIGS = {
@@ -139,7 +138,7 @@ def expected(cfg: str, name: str) -> dict[str, np.ndarray]:
 
 
 def import_file(cfg: str, path: Path):
-    return seed_weights.read_seed_weights(path, arch=CONFIGS[cfg] if cfg in TWINS else None)
+    return project_weights.read_project_weights(path, arch=CONFIGS[cfg] if cfg in TWINS else None)
 
 
 def torch_outputs(arch: spec.Arch, variables: dict, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -210,7 +209,7 @@ def test_the_originals_quirks_are_in_the_spec():
 
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_imported_weights_match_the_original_in_torch_and_keras(cfg, original_file, torch, keras):
-    from vrconvert.converter.conversion import seeds
+    from vrconvert.converter.conversion import keras_projects
 
     path = original_file(cfg)
     variant, variables = import_file(cfg, path)
@@ -220,7 +219,7 @@ def test_imported_weights_match_the_original_in_torch_and_keras(cfg, original_fi
         float(oracle()[f"{cfg}/weight_checksum"]),
         rel_tol=1e-9,
     )
-    _, _, keras_model = seeds.seed_to_keras_model(path, arch=CONFIGS[cfg] if cfg in TWINS else None)
+    _, _, keras_model = keras_projects.project_to_keras_model(path, arch=CONFIGS[cfg] if cfg in TWINS else None)
     for i, name in enumerate(fast_inputs(cfg)):
         x = make_input(cfg, name)
         check(cfg, keras_outputs(variant, keras_model, x), name, "keras")
@@ -231,9 +230,9 @@ def test_imported_weights_match_the_original_in_torch_and_keras(cfg, original_fi
 @pytest.mark.slow
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_every_input_the_original_runs_matches(cfg, original_file, torch, keras):
-    from vrconvert.converter.conversion import seeds
+    from vrconvert.converter.conversion import keras_projects
 
-    variant, variables, keras_model = seeds.seed_to_keras_model(
+    variant, variables, keras_model = keras_projects.project_to_keras_model(
         original_file(cfg), arch=CONFIGS[cfg] if cfg in TWINS else None
     )
     for name in runnable(cfg):
@@ -258,7 +257,7 @@ def test_faithful_variants_refuse_what_the_original_cannot_run(torch):
 
 def test_fast_and_split_fast_files_need_arch(original_file):
     with pytest.raises(InputError, match=r"fits builder_r18_fast, builder_r18_splitfast alike.*--arch"):
-        seed_weights.read_seed_weights(original_file("A18_FAST"))
+        project_weights.read_project_weights(original_file("A18_FAST"))
 
 
 def test_accounting_names_what_does_not_fit(tmp_path):
@@ -273,16 +272,16 @@ def test_accounting_names_what_does_not_fit(tmp_path):
         del f[f"{layer}/{head}"]
         f.create_dataset(f"{layer}/{head}", data=np.zeros((511, 10), np.float32))
     with pytest.raises(InputError, match=r"closest is builder_r18_3d: 1 mismatched \(sequential_\d+/dense/kernel:0"):
-        seed_weights.read_seed_weights(path)
+        project_weights.read_project_weights(path)
     with pytest.raises(InputError, match=r"does not fit builder_r34_3d: .*missing"):
-        seed_weights.read_seed_weights(path, arch="builder_r34_3d")
+        project_weights.read_project_weights(path, arch="builder_r34_3d")
 
     b = write_original("B", tmp_path / "b.weights.h5")
     with h5py.File(b, "a") as f:
         del f["block3/shortcut/normalize/vars/3"]
         f.create_dataset("block9/feature_extract/normalize/vars/0", data=np.zeros(3, np.float32))
     with pytest.raises(InputError, match=r"1 missing \(layer3_0_shortcut_bn/moving_variance\); 1 unexpected \(block9"):
-        seed_weights.read_seed_weights(b)
+        project_weights.read_project_weights(b)
 
 
 def test_unknown_layouts_get_one_line(tmp_path, capsys):
@@ -292,7 +291,7 @@ def test_unknown_layouts_get_one_line(tmp_path, capsys):
         f.create_dataset("model/kernel", data=np.zeros(3, np.float32))
         f.attrs["note"] = "x"
     with pytest.raises(InputError, match=r"unknown layout \(root attributes \[note\], top-level entries \[model\]"):
-        seed_weights.read_seed_weights(tmp_path / "other.h5")
+        project_weights.read_project_weights(tmp_path / "other.h5")
     (tmp_path / "text.h5").write_text("not hdf5")
     for name in ("other.h5", "text.h5", "missing.h5"):
         code, _, err = invoke(["keras2keras", tmp_path / name, tmp_path / "out.keras"], capsys)
@@ -317,7 +316,7 @@ def test_keras2keras_and_keras2torch_commands(cfg, original_file, tmp_path, torc
     code, out, err = invoke(["keras2torch", path, tmp_path / "model.pth", "--json"], capsys)
     assert code == 0, err
     state = torch.load(tmp_path / "model.pth", weights_only=True)
-    _, variables = seed_weights.read_seed_weights(path)
+    _, variables = project_weights.read_project_weights(path)
     for key, value in mapping.to_torch(variant, variables).items():
         assert np.array_equal(state[key].numpy(), value), key
 
@@ -426,4 +425,4 @@ def test_links_out_of_the_file_are_refused(tmp_path):
         del f[f"{layer}/{first}"]
         f[f"{layer}/{first}"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "kernel")
     with pytest.raises(InputError, match=r"is listed but not stored in the file"):
-        seed_weights.read_seed_weights(path)
+        project_weights.read_project_weights(path)

@@ -1,7 +1,7 @@
 """Importing the public Keras video ResNets' weight files: their file -> a torchvision-style state dict
 (`keras2torch`) or a clean, serialisable vrconvert Keras model (`keras2keras`).
 
-The file is read and accounted for by `formats.seed_weights`; everything after is the usual mapping.
+The file is read and accounted for by `formats.project_weights`; everything after is the usual mapping.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 from vrconvert.converter.arch import accounting, mapping
 from vrconvert.converter.arch.layers import count_params, expand
 from vrconvert.converter.conversion.result import Result
-from vrconvert.converter.formats import checkpoint, keras_io, seed_weights
+from vrconvert.converter.formats import checkpoint, keras_io, project_weights
 from vrconvert.converter.formats.output import atomic_path, check_target
 
-is_seed_file = seed_weights.is_seed_file
+is_project_file = project_weights.is_project_file
 
 
 def _result(src: Path, dst: Path, variant, start: float):
@@ -35,13 +35,13 @@ def _result(src: Path, dst: Path, variant, start: float):
     )
 
 
-def seed_to_torch(
+def project_to_torch(
     src: str | Path, dst: str | Path, *, arch: str | None = None, num_classes: int | None = None, force: bool = False
 ):
     """An original project's weight file -> `.pth`/`.safetensors` in vrconvert's torch layout."""
     start, src, dst = time.perf_counter(), Path(src), Path(dst)
     suffix = check_target(dst, force, checkpoint.TORCH_SUFFIXES)
-    variant, variables = seed_weights.read_seed_weights(src, arch, num_classes)
+    variant, variables = project_weights.read_project_weights(src, arch, num_classes)
     state = mapping.to_torch(variant, variables)
     report = accounting.account(variant, accounting.shapes_of(state))
     assert report.ok, report.summary()  # to_torch writes exactly the variant's layout
@@ -50,18 +50,18 @@ def seed_to_torch(
     return _result(src, dst, variant, start)
 
 
-def seed_to_keras_model(src: str | Path, arch: str | None = None, num_classes: int | None = None):
+def project_to_keras_model(src: str | Path, arch: str | None = None, num_classes: int | None = None):
     """(variant, the file's variables by Keras path, a vrconvert Keras model carrying them, every variable assigned once)."""
     from vrconvert import models_tf  # lazy: Keras
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
-    variant, variables = seed_weights.read_seed_weights(src, arch, num_classes)
+    variant, variables = project_weights.read_project_weights(src, arch, num_classes)
     model = models_tf.build(variant)
     keras_weights.assign(model, variables.items(), set(variables))
     return variant, variables, model
 
 
-def seed_to_keras(
+def project_to_keras(
     src: str | Path,
     dst: str | Path,
     *,
@@ -76,24 +76,15 @@ def seed_to_keras(
     weights in torch before anything is written."""
     start, src, dst = time.perf_counter(), Path(src), Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES)
-    variant, variables, model = seed_to_keras_model(src, arch, num_classes)
+    variant, variables, model = project_to_keras_model(src, arch, num_classes)
     result = _result(src, dst, variant, start)
     if validate:
-        from vrconvert.converter.conversion.torch_model import torch_model_from_state
-        from vrconvert.converter.parity import runtime
         from vrconvert.converter.parity import validate as validator
 
-        state = mapping.to_torch(variant, variables)
-        report = validator.check_models(
-            variant,
-            torch_model_from_state(variant, state),
-            model,
-            clips or validator.default_clips(sample=False)[0],
-            runtime.prepare("cpu"),
-            tolerance,
+        clips = clips or validator.default_clips(sample=False)[0]
+        result.parity = validator.check_conversion(
+            variant, mapping.to_torch(variant, variables), model, clips, tolerance
         )
-        result.parity = report
-        validator.require(report)
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
     keras_weights.save(model, dst, suffix)
