@@ -18,6 +18,7 @@ from helpers import invoke, make_checkpoint
 
 from vrconvert.converter.arch import layers, mapping, spec
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import project_weights
 
 FIXTURES = Path(__file__).parent / "fixtures" / "seeds"
 CONFIGS = {
