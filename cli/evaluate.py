@@ -97,21 +97,7 @@ class Progress:
 @keras_backend_option
 @json_option
 def evaluate(
-    models,
-    source,
-    labels,
-    clips,
-    frames,
-    size,
-    workers,
-    threads,
-    ray_address,
-    out,
-    resume,
-    report,
-    tolerance,
-    keras_backend,
-    as_json,
+    models: tuple[Path, ...], size: str, tolerance: float | None, keras_backend: str | None, as_json: bool, **options
 ) -> None:
     """Run MODELS (a torch checkpoint and a Keras file of the same network, or either one alone) over
     every video of --videos: parity, top-1/top-5 agreement and, with labels, accuracy.
@@ -123,26 +109,17 @@ def evaluate(
     from vrconvert.converter.evaluate import run
 
     torch_file, keras_file = run.split_models(models)
-    run.require_extras(ray=bool(ray_address), report=bool(report))
+    run.require_extras(ray=bool(options["ray_address"]), report=bool(options["report"]))
     keras_backend = backends.resolve_backend(keras_backend)
     if keras_file and not backends.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
     request = run.Request(
         torch_file=torch_file,
         keras_file=keras_file,
-        source=source,
-        labels=labels,
-        out=out,
-        clips=clips,
-        frames=frames,
         size=parse_size(size),
         tolerance=parity.DEFAULT_TOLERANCE if tolerance is None else tolerance,
         keras_backend=keras_backend,
-        workers=workers,
-        threads=threads,
-        ray_address=ray_address,
-        resume=resume,
-        report=report,
+        **options,  # source, labels, out, clips, frames, workers, threads, ray_address, resume, report
     )
     progress = Progress(enabled=not as_json or sys.stderr.isatty())
     try:
@@ -155,9 +132,10 @@ def evaluate(
         )
         sys.exit(130)
     if as_json:
-        emit_json({"out": str(out), "report": str(report) if report else None, **figures})
+        report = str(request.report) if request.report else None
+        emit_json({"out": str(request.out), "report": report, **figures})
     else:
-        print_summary(figures, out, report)
+        print_summary(figures, request.out, request.report)
     if figures.get("beyond_tolerance") or figures["top1_disagreements"]:
         sys.exit(1)
 

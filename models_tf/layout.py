@@ -174,53 +174,14 @@ def derive(
     import keras
 
     config = copy.deepcopy(model.get_config())
-    layers = config["layers"]
     out: list[dict] = []
-    first = data_format == "channels_first"
-    for layer in layers:
-        kind, cfg = layer["class_name"], layer["config"]
-        layer.pop("build_config", None)  # shapes recorded in the original layout; rebuilt on call
-        if kind == "InputLayer":
-            shape = cfg.get("batch_shape")
-            if shape is None or len(shape) != 5:
-                raise ValueError(f"{layer['name']}: expected a 5-D (N, T, H, W, C) input, got {shape}")
-            out.append(layer)
-            if first:
-                permute = f"{layer['name']}_to_channels_first"
-                for other in layers:
-                    other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], layer["name"], permute)
-                out.append(_permute(permute, layer["name"], shape, [4, 1, 2, 3]))
-            continue
-        if kind in _FORMATTED:
-            if cfg["data_format"] != "channels_last":
-                raise ValueError(f"{layer['name']}: the source model must be channels-last, got {cfg['data_format']}")
-            cfg["data_format"] = data_format
-        elif kind == "BatchNormalization":
-            if cfg["axis"] not in (-1, 4, [-1], [4]):
-                raise ValueError(f"{layer['name']}: BatchNormalization over axis {cfg['axis']}, not the channels")
-            cfg["axis"] = 1 if first else -1
-        elif kind == "Dense":
-            if len(model.get_layer(layer["name"]).input.shape) != 2:
-                raise ValueError(
-                    f"{layer['name']}: a Dense layer on a {len(model.get_layer(layer['name']).input.shape)}-D tensor"
-                )
-        elif kind not in _ELEMENTWISE:
-            raise ValueError(f"{layer['name']}: no {data_format} form known for a {kind} layer")
-        if split_strided and _strided_pointwise(layer):
-            selection = _selection(layer, data_format)
-            out.append(selection)
-            cfg["strides"] = [1, 1, 1]
-            layer["inbound_nodes"] = _rename_inputs(layer["inbound_nodes"], _source(layer), selection["name"])
-        out.append(layer)
+    for layer in config["layers"]:
+        out += _rewritten(layer, config["layers"], model, data_format, split_strided)
     outputs = config["output_layers"]
     single = bool(outputs) and isinstance(outputs[0], str)  # one output serialised flat: [name, 0, 0]
     outputs = [list(outputs)] if single else [list(o) for o in outputs]
-    if first:  # 5-D outputs (feature maps) go back to channels-last: the twin's outputs are the original's
-        for entry, tensor in zip(outputs, model.outputs, strict=True):
-            if len(tensor.shape) == 5:
-                back = f"{entry[0]}_to_channels_last"
-                out.append(_permute(back, entry[0], tensor.shape, [2, 3, 4, 1]))
-                entry[:] = [back, 0, 0]
+    if data_format == "channels_first":  # 5-D outputs (feature maps) go back to channels-last
+        out += _outputs_to_channels_last(outputs, model.outputs)
     config["output_layers"] = outputs[0] if single else outputs
     kept = {entry[0] for entry in outputs}
     config["layers"] = _merge_padding(out, kept) if merge_padding else out
@@ -230,3 +191,52 @@ def derive(
         if weights:
             twin.get_layer(layer.name).set_weights(weights)
     return twin
+
+
+def _rewritten(layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool) -> list[dict]:
+    """One layer's config in `data_format`, with what must come before it (the input's permutation, a
+    strided selection); `layers`' inbound names are updated where a new layer is put in between."""
+    kind, cfg = layer["class_name"], layer["config"]
+    first = data_format == "channels_first"
+    layer.pop("build_config", None)  # shapes recorded in the original layout; rebuilt on call
+    if kind == "InputLayer":
+        shape = cfg.get("batch_shape")
+        if shape is None or len(shape) != 5:
+            raise ValueError(f"{layer['name']}: expected a 5-D (N, T, H, W, C) input, got {shape}")
+        if not first:
+            return [layer]
+        permute = f"{layer['name']}_to_channels_first"
+        for other in layers:
+            other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], layer["name"], permute)
+        return [layer, _permute(permute, layer["name"], shape, [4, 1, 2, 3])]
+    if kind in _FORMATTED:
+        if cfg["data_format"] != "channels_last":
+            raise ValueError(f"{layer['name']}: the source model must be channels-last, got {cfg['data_format']}")
+        cfg["data_format"] = data_format
+    elif kind == "BatchNormalization":
+        if cfg["axis"] not in (-1, 4, [-1], [4]):
+            raise ValueError(f"{layer['name']}: BatchNormalization over axis {cfg['axis']}, not the channels")
+        cfg["axis"] = 1 if first else -1
+    elif kind == "Dense":
+        rank = len(model.get_layer(layer["name"]).input.shape)
+        if rank != 2:
+            raise ValueError(f"{layer['name']}: a Dense layer on a {rank}-D tensor")
+    elif kind not in _ELEMENTWISE:
+        raise ValueError(f"{layer['name']}: no {data_format} form known for a {kind} layer")
+    if not (split_strided and _strided_pointwise(layer)):
+        return [layer]
+    selection = _selection(layer, data_format)
+    cfg["strides"] = [1, 1, 1]
+    layer["inbound_nodes"] = _rename_inputs(layer["inbound_nodes"], _source(layer), selection["name"])
+    return [selection, layer]
+
+
+def _outputs_to_channels_last(outputs: list[list], tensors) -> list[dict]:
+    """Permutes that put a channels-first twin's 5-D outputs back to channels-last (`outputs` re-pointed)."""
+    added = []
+    for entry, tensor in zip(outputs, tensors, strict=True):
+        if len(tensor.shape) == 5:
+            back = f"{entry[0]}_to_channels_last"
+            added.append(_permute(back, entry[0], tensor.shape, [2, 3, 4, 1]))
+            entry[:] = [back, 0, 0]
+    return added

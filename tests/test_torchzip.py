@@ -106,7 +106,7 @@ def test_torch2keras_without_torch_or_tensorflow(tmp_path, torch, keras):
     save_state(state, tmp_path / "r3d.pth")
     result = run_python(f"""
         import json, sys
-        sys.modules["torch"] = None  # any import of torch now fails
+        from vrconvert.converter.backends import hide; hide("torch")  # any import of torch now fails
         from vrconvert.cli.main import main
         sys.argv = ["vrconvert", "torch2keras", "--no-validate", {str(tmp_path / "r3d.pth")!r},
                     {str(tmp_path / "r3d.keras")!r}]
@@ -130,7 +130,7 @@ def test_inspect_and_legacy_fallback_without_torch(tmp_path, torch):
     save_state(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     result = run_python(f"""
         import subprocess, sys
-        sys.modules["torch"] = None
+        from vrconvert.converter.backends import hide; hide("torch")
         from vrconvert.cli.main import main
         for name in ("zip.pth", "legacy.pth"):
             sys.argv = ["vrconvert", "inspect", "--json", {str(tmp_path)!r} + "/" + name]

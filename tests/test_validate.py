@@ -193,7 +193,7 @@ def test_predict_keras_path_imports_no_torch(pairs):
     _, keras_file, _ = pairs["r3d_18"]
     result = run_python(f"""
         import sys
-        sys.modules["torch"] = None  # any import of torch now fails
+        from vrconvert.converter.backends import hide; hide("torch")  # any import of torch now fails
         from vrconvert.converter.video.classify import classify
         p = classify({str(SAMPLE_CLIP)!r}, {str(keras_file)!r}, frames=4, top=2)
         print(p.framework, len(p.top))

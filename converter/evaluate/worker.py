@@ -87,7 +87,7 @@ class Evaluator:
         self.runtime = runtime.prepare("cpu")
         self.arch = self.torch_model = self.keras_model = self.keras_run = None
         if settings.torch_file:
-            from vrconvert.converter.conversion.convert import load_state, torch_model_from_state
+            from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 
             ckpt, self.arch = load_state(settings.torch_file)
             self.torch_model = torch_model_from_state(self.arch, ckpt.state)

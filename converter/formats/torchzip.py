@@ -208,30 +208,82 @@ def scan_pickle(stream) -> list[tuple]:
     """Walks one pickle's opcodes (from `stream`, up to its STOP) with an abstract stack and checks it
     against `limits` without building any object. Returns the persistent ids it holds, each a tuple of
     atoms (str, int, ...) and `GlobalRef`s, other items as None. Raises `Refused`."""
-    stack: list = []
-    marks: list[list] = []
-    memo: dict[int, _Node] = {}
-    pids: list[tuple] = []
+    scan = _PickleScan()
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(stream), start=1):
+            if count > limits.PICKLE_OPS:
+                raise Refused(f"a pickle of more than {limits.PICKLE_OPS:,} opcodes")
+            if op.name == "STOP":
+                scan.pop()
+                return scan.pids
+            scan.step(op.name, arg)
+    except Refused:
+        raise
+    except (ValueError, TypeError, struct.error, UnicodeDecodeError, OverflowError) as exc:
+        raise Refused(f"malformed pickle data ({type(exc).__name__})") from exc
+    raise Refused("malformed pickle (no STOP)")
 
-    def pop() -> _Node:
-        if not stack:
+
+_CONTAINERS = {"TUPLE": "tuple", "LIST": "list", "DICT": "dict", "FROZENSET": "set"}
+
+
+class _PickleScan:
+    """The abstract machine behind `scan_pickle`: a stack of `_Node`s (kinds and depths, never objects),
+    the marks, the memo and the persistent ids seen. One method per opcode family."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Node] = []
+        self.marks: list[list[_Node]] = []
+        self.memo: dict[int, _Node] = {}
+        self.pids: list[tuple] = []
+        self.handlers = {
+            **dict.fromkeys(("PROTO", "FRAME"), lambda name, arg: None),
+            "MARK": self.mark,
+            **dict.fromkeys(_CONTAINERS, self.container),
+            **dict.fromkeys(("TUPLE1", "TUPLE2", "TUPLE3"), self.small_tuple),
+            **dict.fromkeys(("APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS"), self.add_items),
+            **dict.fromkeys(("POP", "POP_MARK", "DUP"), self.stack_op),
+            **dict.fromkeys(("GET", "BINGET", "LONG_BINGET", "PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"), self.memo_op),
+            **dict.fromkeys(("GLOBAL", "STACK_GLOBAL"), self.global_ref),
+            **dict.fromkeys(("REDUCE", "NEWOBJ"), self.reduce),
+            "BUILD": self.build,
+            "BINPERSID": self.persistent_id,
+        }
+
+    def step(self, name: str, arg) -> None:
+        if name in ATOM_OPS:
+            self.stack.append(_Node("atom", 0, arg))
+        elif name in EMPTY_OPS:
+            self.stack.append(_Node(EMPTY_OPS[name], 1))
+        elif name in self.handlers:
+            self.handlers[name](name, arg)
+        else:  # INST, OBJ, EXT*, NEWOBJ_EX, PERSID, buffers: never in a state dict
+            raise Refused(f"a pickle uses the {name} opcode, which state dicts never use")
+
+    def pop(self) -> _Node:
+        if not self.stack:
             raise Refused("malformed pickle (stack underflow)")
-        return stack.pop()
+        return self.stack.pop()
 
-    def pop_mark() -> list:
-        nonlocal stack
-        if not marks:
+    def top(self) -> _Node:
+        """The item an in-place opcode works on (below an empty stack: the item before the mark)."""
+        return self.stack[-1] if self.stack else self.pop()
+
+    def pop_mark(self) -> list[_Node]:
+        if not self.marks:
             raise Refused("malformed pickle (no mark)")
-        items, stack = stack, marks.pop()
+        items, self.stack = self.stack, self.marks.pop()
         return items
 
-    def node(kind: str, children: list, value: object = None) -> _Node:
+    @staticmethod
+    def node(kind: str, children: list[_Node], value: object = None) -> _Node:
         depth = 1 + max((c.depth for c in children), default=0)
         if depth > limits.PICKLE_DEPTH:
             raise Refused(f"a pickle nested deeper than vrconvert's limit of {limits.PICKLE_DEPTH}")
         return _Node(kind, depth, value, children)
 
-    def add(container: _Node, kind: str, items: list) -> None:
+    @staticmethod
+    def add(container: _Node, kind: str, items: list[_Node]) -> None:
         if container.kind not in (kind, "obj"):  # an obj: OrderedDict() and the like
             raise Refused(f"malformed pickle (adding items to a {container.kind})")
         if kind in ("dict", "set"):
@@ -243,108 +295,84 @@ def scan_pickle(stream) -> list[tuple]:
             raise Refused(f"a pickle nested deeper than vrconvert's limit of {limits.PICKLE_DEPTH}")
         container.depth = max(container.depth, depth)
 
-    def memo_index(index) -> int:
+    def mark(self, name: str, arg) -> None:
+        self.marks.append(self.stack)
+        self.stack = []
+
+    def container(self, name: str, arg) -> None:
+        items, kind = self.pop_mark(), _CONTAINERS[name]
+        if kind == "dict" and len(items) % 2:
+            raise Refused("malformed pickle (odd DICT)")
+        built = self.node(kind, items)
+        if kind in ("dict", "set"):
+            self.add(built, kind, items)
+        self.stack.append(built)
+
+    def small_tuple(self, name: str, arg) -> None:
+        items = [self.pop() for _ in range(int(name[-1]))][::-1]
+        self.stack.append(self.node("tuple", items))
+
+    def add_items(self, name: str, arg) -> None:
+        if name == "APPEND":
+            item = self.pop()
+            self.add(self.top(), "list", [item])
+        elif name == "SETITEM":
+            value, key = self.pop(), self.pop()
+            self.add(self.top(), "dict", [key, value])
+        else:
+            items = self.pop_mark()
+            if name == "SETITEMS" and len(items) % 2:
+                raise Refused("malformed pickle (odd SETITEMS)")
+            self.add(self.top(), {"APPENDS": "list", "SETITEMS": "dict", "ADDITEMS": "set"}[name], items)
+
+    def stack_op(self, name: str, arg) -> None:
+        if name == "DUP":
+            self.stack.append(self.top())
+        elif name == "POP" and self.stack:
+            self.stack.pop()
+        else:  # POP_MARK, or POP on an empty stack
+            self.pop_mark()
+
+    def memo_op(self, name: str, arg) -> None:
+        if name in ("GET", "BINGET", "LONG_BINGET"):
+            index = int(arg) if name == "GET" else arg
+            if index not in self.memo:
+                raise Refused("malformed pickle (memo key not found)")
+            self.stack.append(self.memo[index])
+            return
+        index = len(self.memo) if name == "MEMOIZE" else int(arg) if name == "PUT" else arg
         if not _is_int(index) or not 0 <= index < limits.PICKLE_MEMO:
             raise Refused(f"a pickle memo index beyond vrconvert's limit of {limits.PICKLE_MEMO:,}")
-        return index
+        self.memo[index] = self.top()
 
-    def pid_value(item: _Node):
-        return item.value if item.kind in ("atom", "global") else None
+    def global_ref(self, name: str, arg) -> None:
+        if name == "GLOBAL":
+            module, _, attr = str(arg).partition(" ")
+        else:
+            attr_node, module_node = self.pop(), self.pop()
+            module, attr = module_node.value, attr_node.value
+            if not (isinstance(attr, str) and isinstance(module, str)):
+                raise Refused("malformed pickle (STACK_GLOBAL of non-strings)")
+        self.stack.append(_Node("global", 0, GlobalRef(module, attr)))
 
-    try:
-        for count, (op, arg, _) in enumerate(pickletools.genops(stream), start=1):
-            if count > limits.PICKLE_OPS:
-                raise Refused(f"a pickle of more than {limits.PICKLE_OPS:,} opcodes")
-            name = op.name
-            if name in ATOM_OPS:
-                stack.append(_Node("atom", 0, arg))
-            elif name in EMPTY_OPS:
-                stack.append(_Node(EMPTY_OPS[name], 1))
-            elif name in ("PROTO", "FRAME"):
-                pass
-            elif name == "MARK":
-                marks.append(stack)
-                stack = []
-            elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
-                items = pop_mark()
-                kind = {"TUPLE": "tuple", "LIST": "list", "DICT": "dict", "FROZENSET": "set"}[name]
-                if kind == "dict" and len(items) % 2:
-                    raise Refused("malformed pickle (odd DICT)")
-                container = node(kind, items)
-                if kind in ("dict", "set"):
-                    add(container, kind, items)
-                stack.append(container)
-            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-                items = [pop() for _ in range(int(name[-1]))][::-1]
-                stack.append(node("tuple", items))
-            elif name == "APPEND":
-                item = pop()
-                add(stack[-1] if stack else pop(), "list", [item])
-            elif name == "APPENDS":
-                items = pop_mark()
-                add(stack[-1] if stack else pop(), "list", items)
-            elif name == "SETITEM":
-                value, key = pop(), pop()
-                add(stack[-1] if stack else pop(), "dict", [key, value])
-            elif name == "SETITEMS":
-                items = pop_mark()
-                if len(items) % 2:
-                    raise Refused("malformed pickle (odd SETITEMS)")
-                add(stack[-1] if stack else pop(), "dict", items)
-            elif name == "ADDITEMS":
-                items = pop_mark()
-                add(stack[-1] if stack else pop(), "set", items)
-            elif name == "POP":
-                if stack:
-                    stack.pop()
-                else:
-                    pop_mark()
-            elif name == "POP_MARK":
-                pop_mark()
-            elif name == "DUP":
-                stack.append(stack[-1] if stack else pop())
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                index = int(arg) if name == "GET" else arg
-                if index not in memo:
-                    raise Refused("malformed pickle (memo key not found)")
-                stack.append(memo[index])
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[memo_index(int(arg) if name == "PUT" else arg)] = stack[-1] if stack else pop()
-            elif name == "MEMOIZE":
-                memo[memo_index(len(memo))] = stack[-1] if stack else pop()
-            elif name == "GLOBAL":
-                module, _, attr = str(arg).partition(" ")
-                stack.append(_Node("global", 0, GlobalRef(module, attr)))
-            elif name == "STACK_GLOBAL":
-                attr, module = pop(), pop()
-                if not (isinstance(attr.value, str) and isinstance(module.value, str)):
-                    raise Refused("malformed pickle (STACK_GLOBAL of non-strings)")
-                stack.append(_Node("global", 0, GlobalRef(module.value, attr.value)))
-            elif name in ("REDUCE", "NEWOBJ"):
-                args, func = pop(), pop()
-                if func.kind != "global" or args.kind != "tuple":
-                    raise Refused(f"a pickle {name} of a {func.kind} with a {args.kind}")
-                stack.append(node("obj", [args], func.value))
-            elif name == "BUILD":
-                state = pop()
-                target = stack[-1] if stack else pop()
-                if target.kind != "obj" or target.value != GlobalRef("collections", "OrderedDict"):
-                    raise Refused("a pickle BUILD on something other than an OrderedDict")
-                target.depth = max(target.depth, node("obj", [state]).depth)
-            elif name == "BINPERSID":
-                pid = pop()
-                pids.append(tuple(pid_value(c) for c in pid.children) if pid.kind == "tuple" else (pid_value(pid),))
-                stack.append(node("obj", [pid], "persistent"))
-            elif name == "STOP":
-                pop()
-                return pids
-            else:  # INST, OBJ, EXT*, NEWOBJ_EX, PERSID, buffers: never in a state dict
-                raise Refused(f"a pickle uses the {name} opcode, which state dicts never use")
-    except Refused:
-        raise
-    except (ValueError, TypeError, struct.error, UnicodeDecodeError, OverflowError) as exc:
-        raise Refused(f"malformed pickle data ({type(exc).__name__})") from exc
-    raise Refused("malformed pickle (no STOP)")
+    def reduce(self, name: str, arg) -> None:
+        args, func = self.pop(), self.pop()
+        if func.kind != "global" or args.kind != "tuple":
+            raise Refused(f"a pickle {name} of a {func.kind} with a {args.kind}")
+        self.stack.append(self.node("obj", [args], func.value))
+
+    def build(self, name: str, arg) -> None:
+        state = self.pop()
+        target = self.top()
+        if target.kind != "obj" or target.value != GlobalRef("collections", "OrderedDict"):
+            raise Refused("a pickle BUILD on something other than an OrderedDict")
+        target.depth = max(target.depth, self.node("obj", [state]).depth)
+
+    def persistent_id(self, name: str, arg) -> None:
+        pid = self.pop()
+        values = pid.children if pid.kind == "tuple" else [pid]
+        self.pids.append(tuple(c.value if c.kind in ("atom", "global") else None for c in values))
+        self.stack.append(self.node("obj", [pid], "persistent"))
 
 
 # --- the zip reader ----------------------------------------------------------------------------------

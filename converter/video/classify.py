@@ -71,7 +71,7 @@ def _runner(model_path: Path, arch: str | None, num_classes: int | None):
     if model_path.name.lower().endswith(TORCH_SUFFIXES):
         import torch
 
-        from vrconvert.converter.conversion.convert import load_state, torch_model_from_state
+        from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 
         ckpt, variant = load_state(model_path, arch)
         model = torch_model_from_state(variant, ckpt.state)
