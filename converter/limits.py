@@ -9,6 +9,9 @@ make vrconvert use more than a few GB.
 
 from __future__ import annotations
 
+import math
+import os
+
 from vrconvert.converter.errors import InputError
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -100,9 +103,6 @@ DOWNLOAD_MAX_SECONDS = 7 * 24 * 3600  # the most VRCONVERT_DOWNLOAD_SECONDS may 
 def env_seconds(name: str, default: float, most: float) -> float:
     """The number of seconds an environment variable sets (`default` when unset or empty); anything
     other than a finite number from 0 (exclusive) to `most` is a one-line InputError."""
-    import math
-    import os
-
     text = os.environ.get(name, "").strip()
     if not text:
         return default

@@ -37,7 +37,8 @@ LINK_KINDS = {1: "soft", 64: "external"}
 
 @dataclass(kw_only=True)
 class Tree:
-    """What a walk found: datasets by path (in the walk's order) and how much they inflate to."""
+    """What a walk found so far (filled in as it goes): datasets by path, in the walk's order, the
+    objects counted, how much the datasets inflate to, the groups entered."""
 
     datasets: dict[str, object] = field(default_factory=dict)
     objects: int = 0
@@ -83,11 +84,11 @@ def child(group, name: str):
     return node
 
 
-def walk(group, tree: Tree | None = None, *, prefix: str = "", most: int = limits.H5_OBJECTS) -> Tree:
+def walk(group, *, most: int = limits.H5_OBJECTS) -> Tree:
     """Every dataset under `group` by path (relative to `group`), through hard links only, within the
     object, depth, attribute and inflated-size limits; each dataset's storage checked (`storage`)."""
-    tree = tree if tree is not None else Tree()
-    _visit(group, prefix, 0, tree, most)
+    tree = Tree()
+    _visit(group, "", 0, tree, most)
     return tree
 
 
