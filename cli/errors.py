@@ -10,6 +10,7 @@ from collections.abc import Callable
 import click
 
 from vrconvert.converter.errors import VRConvertError
+from vrconvert.converter.limits import printable
 
 
 def _first_line(exc: BaseException) -> str:
@@ -62,10 +63,10 @@ def run_guarded(entry: Callable[[], None]) -> None:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:  # one line too, pointing at the command's help
         where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        click.echo(printable(f"error: {exc.format_message()}{where}"), err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(printable(f"error: {exc.format_message()}"), err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -76,10 +77,10 @@ def run_guarded(entry: Callable[[], None]) -> None:
         for kind, status, prefix in ERROR_TABLE:
             if isinstance(exc, kind):
                 message = prefix(exc) if callable(prefix) else f"{prefix}{_first_line(exc)}"
-                click.echo(f"error: {message}", err=True)
+                click.echo(printable(f"error: {message}"), err=True)
                 sys.exit(status if status is not None else exc.exit_code)
         click.echo(
-            f"error: internal error ({type(exc).__name__}: {_first_line(exc)}); "
+            f"error: internal error ({type(exc).__name__}: {printable(_first_line(exc))}); "
             "rerun with VRCONVERT_DEBUG=1 for a traceback",
             err=True,
         )

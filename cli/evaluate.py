@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from vrconvert.converter.limits import printable
+
 from .backend import rerun_with_backend
 from .options import (
     clips_option,
@@ -136,7 +138,7 @@ def evaluate(
         emit_json({"out": str(request.out), "report": report, **figures})
     else:
         print_summary(figures, request.out, request.report)
-    if figures.get("beyond_tolerance") or figures["top1_disagreements"]:
+    if figures.get("beyond_tolerance") or figures["top1_disagreements"] or figures["nonfinite"]:
         sys.exit(1)
 
 
@@ -144,10 +146,14 @@ def _pct(value) -> str:
     return "–" if value is None else f"{value:.2%}"
 
 
+def _sci(value, spec: str = ".2e") -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def print_summary(s: dict, out: Path, report: Path | None) -> None:
     click.echo(f"videos {s['videos']}: {s['evaluated']} evaluated, {s['failures']} failed")
     for f in s["failed"][:10]:
-        click.echo(f"  failed  {f['key']}: {f['error']}")
+        click.echo(printable(f"  failed  {f['key']}: {f['error']}"))
     if s["compared"]:
         click.echo(
             f"top-1 agreement {_pct(s['top1_agreement'])} ({s['compared'] - len(s['top1_disagreements'])}/{s['compared']}), "
@@ -155,11 +161,15 @@ def print_summary(s: dict, out: Path, report: Path | None) -> None:
         )
         r = s["rel_diff"]
         click.echo(
-            f"relative difference p50 {r['p50']:.2e}  p99 {r['p99']:.2e}  max {r['max']:.2e}; "
+            f"relative difference p50 {_sci(r['p50'])}  p99 {_sci(r['p99'])}  max {_sci(r['max'])}; "
             f"{s['beyond_tolerance']} video(s) beyond tolerance {s['tolerance']:g}"
         )
+        if s["nonfinite"]:
+            click.echo(f"{s['nonfinite']} video(s) with NaN/Inf logits (failures: NaN never agrees)")
         for w in s["worst"][:5]:
-            click.echo(f"  worst   {w['key']}: max rel {w['max_rel_diff']:.2e}, cosine {w['cosine']:.9f}")
+            click.echo(
+                printable(f"  worst   {w['key']}: max rel {_sci(w['max_rel_diff'])}, cosine {_sci(w['cosine'], '.9f')}")
+            )
     for model, acc in s["accuracy"].items():
         if acc:
             click.echo(

@@ -164,10 +164,13 @@ def print_report(report) -> None:
     worst = report.worst
     verdict = "PASS" if report.passed else "FAIL"
     sign = "<=" if report.passed else ">"
-    click.echo(
-        f"parity {verdict}: max relative difference {worst.max_rel_diff:.2e} {sign} tolerance {report.tolerance:g}"
-        + ("" if report.passed else f" on {worst.input}")
-    )
+    if report.nonfinite:
+        click.echo(f"parity FAIL: {report.nonfinite} NaN/Inf values in the logits (first on {worst.input})")
+    else:
+        click.echo(
+            f"parity {verdict}: max relative difference {worst.max_rel_diff:.2e} {sign} tolerance {report.tolerance:g}"
+            + ("" if report.passed else f" on {worst.input}")
+        )
     d = report.first_divergence
     if d is not None:
         click.echo(

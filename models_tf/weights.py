@@ -9,14 +9,14 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
+from vrconvert.converter import limits
 from vrconvert.converter.arch import accounting, folding, mapping, spec
 from vrconvert.converter.arch.layers import expand
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import keras_archive
+from vrconvert.converter.formats import h5safe, keras_archive
 from vrconvert.converter.formats.keras_io import keras_suffix
 from vrconvert.converter.formats.output import atomic_path
 from vrconvert.models_tf import fold
@@ -75,7 +75,7 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
                 model.load_weights(str(path))
         except Exception as exc:
             raise InputError(
-                f"{path}: does not fit {variant.name} with {variant.num_classes} classes: {str(exc).splitlines()[0]}"
+                f"{path}: does not fit {variant.name} with {variant.num_classes} classes: {limits.one_line(str(exc))}"
             ) from exc
         return variant, model
     try:
@@ -83,7 +83,7 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
             warnings.simplefilter("ignore")
             model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
-        raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
+        raise InputError(f"{path}: cannot load it as a Keras model: {limits.one_line(str(exc))}") from exc
     detect = folding.detect if fold.is_folded(model) else accounting.detect  # folded: exactly its variables
     variant = detect(
         shapes_of_model(model) if detect is folding.detect else accounting.torch_shapes_of(shapes_of_model(model)),
@@ -123,11 +123,8 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     not by our layer names: detect by the multiset of shapes when no --arch is given (the head's width
     is the Dense kernel's), R(2+1)D mid-channel widths read from the n-th Conv3D kernel."""
     try:
-        with h5py.File(path, "r") as f:
-            arrays: dict[str, tuple[int, ...]] = {}
-            f.visititems(
-                lambda name, obj: arrays.__setitem__(name, tuple(obj.shape)) if isinstance(obj, h5py.Dataset) else None
-            )
+        with h5safe.open_file(path) as f:  # hard links only, counted, storage checked
+            arrays = {name: tuple(int(n) for n in obj.shape) for name, obj in h5safe.walk(f).datasets.items()}
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file: {exc}") from exc
     shapes = sorted(arrays.values())

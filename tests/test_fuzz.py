@@ -8,12 +8,21 @@ forked child under an 8 GB address-space limit and a deadline (`hostile.run_case
 either with exit 0 and the right answer (inspect: r2d_18 with 2 classes; a conversion: its output
 file) or with exit 2 and exactly one line on stderr; never a signal, a traceback, exit 3, a hang, or a
 file left behind. Deterministic: case i uses random seed i.
+
+Two more families (slow set): HDF5 structure (links into the tree, out of the file and into a FIFO,
+chunk bombs, chunks larger than their dataset, filters, external storage, attribute, name and group
+counts, nesting, loops, float64, renames, deletions, legal gzip) of `.h5`, `.weights.h5` and a
+3D-ResNet-Builder file; and `evaluate`'s output folder on --resume (symbolic links in or out, dangling
+links, FIFOs, directories, retyped and dropped fields, torn, garbage, duplicated and huge lines), where
+nothing outside --out may change. Same rule, within seconds and under 1.5 GB.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import pickletools
 import random
 import shutil
@@ -296,3 +305,247 @@ def test_fuzz_mutations_are_deterministic(seeds, tmp_path):
         mutate(str(seeds / fmt), str(tmp_path / "b"), fmt, 7)
         assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
     shutil.rmtree(tmp_path)
+
+
+# --- HDF5 structure: links, chunking, filters, attribute and name counts ------------------------------------
+
+H5_CASES = {"m.h5": 30, "m.weights.h5": 30, "builder.h5": 24}  # seed file -> cases (about 45 CPU-seconds)
+H5_KINDS = (
+    "soft_link", "external_link", "fifo_link", "chunk_bomb", "chunk_bigger", "scaleoffset", "external_storage",
+    "attributes", "names", "groups", "deep", "loop", "float64", "rename", "delete", "gzip",
+)  # fmt: skip
+
+
+def _h5_paths(f) -> tuple[list[str], list[str]]:
+    import h5py
+
+    groups, datasets = [], []
+    f.visititems(lambda n, o: (datasets if isinstance(o, h5py.Dataset) else groups).append(n))
+    return groups, datasets
+
+
+def mutate_h5(seed: str, out: str, number: int) -> str:
+    """Case `number`'s structural mutation of an HDF5 seed file, written to `out` (deterministic); the kind.
+    A mutation h5py cannot write leaves the copy as it got (perhaps half-mutated): still a case."""
+    import h5py
+
+    rng = random.Random(number)
+    shutil.copyfile(seed, out)
+    kind = rng.choice(H5_KINDS)
+    with (
+        h5py.File(out, "r+", libver=("earliest", "latest")) as f,
+        contextlib.suppress(OSError, ValueError, KeyError, TypeError, RuntimeError),
+    ):
+        _apply_h5(f, kind, rng, Path(out).parent)
+    return kind
+
+
+def _apply_h5(f, kind: str, rng: random.Random, folder: Path) -> None:
+    import hostile_h5
+
+    groups, datasets = _h5_paths(f)
+    group, dataset = rng.choice(groups), rng.choice(datasets)
+    if kind in ("soft_link", "external_link"):
+        hostile_h5.link(f, rng.choice([group, dataset]), kind.split("_")[0], "/" + rng.choice(datasets))
+    elif kind == "fifo_link":
+        hostile_h5.fifo_link(f, rng.choice([group, dataset]), folder)
+    elif kind == "chunk_bomb":
+        hostile_h5.chunk_bomb(f, dataset, elements=1 << rng.choice([26, 28, 29]))
+    elif kind == "chunk_bigger":  # a modest chunk, still larger than the dataset
+        hostile_h5.chunk_bomb(f, dataset, elements=int(np.prod(f[dataset].shape)) + rng.choice([1, 64, 4096]))
+    elif kind == "scaleoffset":
+        hostile_h5.plugin_filter(f, dataset)
+    elif kind == "external_storage":
+        hostile_h5.external_storage(f, dataset)
+    elif kind == "attributes":
+        hostile_h5.many_attributes(f[group], rng.choice([10, 2_000]))
+    elif kind == "names":  # a Keras 2 name list (layer_names, weight_names) inflated, or pointed astray
+        _inflate_names(f, groups, rng)
+    elif kind == "groups":
+        hostile_h5.many_groups(f, rng.choice([50, 12_000]), group)
+    elif kind == "deep":
+        hostile_h5.deep_groups(f[group], rng.choice([5, 40]))
+    elif kind == "loop":
+        hostile_h5.hard_cycle(f, group)
+    elif kind == "float64":
+        data = f[dataset][()]
+        del f[dataset]
+        f[dataset] = data.astype(np.float64)
+    elif kind == "rename":
+        f.move(dataset, dataset + "_x")
+    elif kind == "delete":
+        del f[rng.choice([group, dataset])]
+    elif kind == "gzip":  # legal: chunked and compressed, no chunk larger than its dataset
+        data = f[dataset][()]
+        del f[dataset]
+        f.create_dataset(dataset, data=data, chunks=True, compression="gzip")
+
+
+def _inflate_names(f, groups: list[str], rng: random.Random) -> None:
+    target = next((g for g in ["/", *groups] if {"layer_names", "weight_names"} & set(f[g].attrs)), None)
+    if target is None:
+        return
+    key = "layer_names" if "layer_names" in f[target].attrs else "weight_names"
+    values = list(f[target].attrs[key])
+    values = values * rng.choice([2, 20_000]) if values else [b"nowhere"]
+    del f[target].attrs[key]
+    f[target].attrs[key] = np.array(values)
+
+
+@pytest.fixture(scope="module")
+def h5_seeds(seeds, tmp_path_factory):
+    from test_keras_projects import keys, write_original
+
+    folder = tmp_path_factory.mktemp("h5seeds")
+    for name in ("m.h5", "m.weights.h5"):
+        shutil.copyfile(seeds / name, folder / name)
+    shapes = [tuple(w["shape"]) for w in keys("A18_3D")["weights"]]
+    rng = np.random.default_rng(0)
+    write_original("A18_3D", folder / "builder.h5", [rng.standard_normal(s).astype(np.float32) for s in shapes])
+    return folder
+
+
+@pytest.mark.slow
+def test_fuzz_hdf5_structure(h5_seeds, tmp_path):
+    """Every HDF5 layout mutated structurally: exit 0 with the right answer, or exit 2 and one line;
+    within seconds, under 1.5 GB, never a hang (external links into FIFOs among the cases)."""
+    cases = []
+    for fmt, count in H5_CASES.items():
+        for index in range(count):
+            folder = tmp_path / f"{fmt}-{index}"
+            folder.mkdir()
+            name = "in.weights.h5" if fmt == "m.weights.h5" else "in.h5"
+            argv = ["keras2torch", name, "out.pth"] if fmt == "builder.h5" else ["inspect", name, "--json"]
+            cases.append({
+                "id": f"{fmt}-{index}", "folder": folder, "argv": argv, "deadline": 30, "cleanup": True,
+                "prepare": ["test_fuzz:mutate_h5", str(h5_seeds / fmt), str(folder / name), 1000 + index],
+            })  # fmt: skip
+    results = run_cases(cases, tmp_path, workers=2)
+    failures = []
+    for case in cases:
+        result = results[case["id"]]
+        err, code = result["stderr"], result["code"]
+        if code == 0:
+            if case["argv"][0] == "keras2torch":
+                ok = result["new_files"] == ["out.pth"]
+            else:
+                doc = json.loads(result["stdout"])
+                ok = doc["arch"] == "r2d_18" and doc["num_classes"] == 2 and result["new_files"] == []
+        else:
+            ok = code == 2 and err.count("\n") == 1 and err.startswith("error: ") and result["new_files"] == []
+        ok = ok and result["rss_mb"] < 1500 and result["seconds"] < 20
+        if not ok:
+            failures.append((case["id"], code, err[-400:], result["new_files"], round(result["rss_mb"])))
+    codes = {c: sum(r["code"] == c for r in results.values()) for c in {r["code"] for r in results.values()}}
+    worst = max(results.values(), key=lambda r: r["rss_mb"])
+    slowest = max(results.values(), key=lambda r: r["seconds"])
+    print(f"\nfuzz hdf5: {len(results)} cases, exit codes {codes}; slowest {slowest['id']} {slowest['seconds']:.1f} s; "
+          f"peak RSS {worst['rss_mb']:.0f} MB ({worst['id']})")  # fmt: skip
+    assert not failures, f"{len(failures)} of {len(cases)} cases broke the policy: {failures[:8]}"
+
+
+# --- evaluate's output folder: symlinks, tampered and huge records -------------------------------------------
+
+FOLDER_CASES = 40
+
+
+def mutate_folder(finished: str, case: str, number: int) -> str:
+    """Case `number`'s state of an evaluate folder: `case`/out made from the finished run's folder."""
+    rng = random.Random(number)
+    out = Path(case) / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(finished, out)
+    (Path(case) / "victim.txt").write_text("untouched\n")
+    name = rng.choice(["results.jsonl", "run.json", "lock", "layers.json"])
+    kind = rng.choice(["link_outside", "link_dangling", "fifo", "retype", "drop_key", "truncate", "garbage", "huge", "duplicate", "directory"])  # fmt: skip
+    path = out / name
+    if kind in ("link_outside", "link_dangling", "fifo", "directory"):
+        if path.exists():
+            path.unlink()
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "directory":
+            path.mkdir()
+        else:
+            path.symlink_to("../victim.txt" if kind == "link_outside" else "../created.txt")
+        return f"{name} {kind}"
+    results = out / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    if kind in ("retype", "drop_key"):
+        record = json.loads(lines[0])
+        key = rng.choice(sorted(record))
+        if kind == "drop_key":
+            del record[key]
+        else:
+            record[key] = rng.choice([None, "x", 1e400, -1, [], {}, True, "<b>" * 3])
+        lines[0] = json.dumps(record) + "\n"
+    elif kind == "truncate":
+        lines[-1] = lines[-1][: rng.randrange(1, len(lines[-1]))]
+    elif kind == "garbage":
+        lines.append(rng.choice(["\x00" * 100 + "\n", "{" * 5000 + "\n", "nul\n", "[]\n", '"x"\n']))
+    elif kind == "duplicate":
+        lines += lines
+    results.write_text("".join(lines))
+    if kind == "huge":
+        with open(results, "r+b") as f:
+            f.seek(0, os.SEEK_END)
+            f.write(b'{"key": "')
+            f.seek(rng.choice([2 << 20, 64 << 20]), os.SEEK_CUR)
+            f.write(b'"}\n')
+    return f"results.jsonl {kind}"
+
+
+@pytest.fixture(scope="module")
+def finished_folder(tmp_path_factory):
+    """A torch r2d_18 (2 classes), one short video, and a finished evaluate folder made by the CLI."""
+    from helpers import make_checkpoint, save_state
+
+    from vrconvert.converter import video
+
+    root = tmp_path_factory.mktemp("evaluate")
+    save_state(make_checkpoint("r2d_18", num_classes=2, seed=3)[1], root / "m.pth")
+    (root / "videos").mkdir()
+    shutil.copyfile(video.SAMPLE_CLIP, root / "videos" / "v.mp4")
+    base = {"id": "base", "folder": root / "base", "argv": _evaluate_argv(root)}
+    (root / "base").mkdir()
+    result = run_cases([base], root)["base"]
+    assert result["code"] == 0, result["stderr"]
+    return root
+
+
+def _evaluate_argv(root: Path, *extra: str) -> list[str]:
+    return ["evaluate", str(root / "m.pth"), "--videos", str(root / "videos"), "--frames", "2", "--size", "16x16",
+            "--out", "out", *extra]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fuzz_evaluate_folder_states(finished_folder, tmp_path):
+    """--resume (and --report) on a folder in a hostile state: exit 0 with the finished video counted, or
+    exit 2 and one line; never a write outside --out, never a hang, under 1.5 GB."""
+    cases = []
+    for index in range(FOLDER_CASES):
+        folder = tmp_path / f"folder-{index}"
+        folder.mkdir()
+        extra = ["--resume", "--json"] + (["--report", "r.html"] if index % 4 == 0 else [])
+        cases.append({
+            "id": f"folder-{index}", "folder": folder, "argv": _evaluate_argv(finished_folder, *extra), "deadline": 60,
+            "prepare": ["test_fuzz:mutate_folder", str(finished_folder / "base" / "out"), str(folder), 2000 + index],
+        })  # fmt: skip
+    results = run_cases(cases, tmp_path, workers=2)
+    failures = []
+    for case in cases:
+        result, folder = results[case["id"]], Path(case["folder"])
+        err, code = result["stderr"], result["code"]
+        if code == 0:
+            ok = json.loads(result["stdout"])["videos"] >= 1
+        else:
+            ok = code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+        outside = sorted(p.name for p in folder.iterdir() if p.name not in ("out", "victim.txt", "tmp", ".stdout", ".stderr", "r.html"))  # fmt: skip
+        ok = ok and not outside and (folder / "victim.txt").read_text() == "untouched\n"
+        ok = ok and result["rss_mb"] < 1500 and result["seconds"] < 30
+        if not ok:
+            failures.append((case["id"], code, err[-400:], outside, round(result["rss_mb"])))
+    codes = {c: sum(r["code"] == c for r in results.values()) for c in {r["code"] for r in results.values()}}
+    worst = max(results.values(), key=lambda r: r["rss_mb"])
+    print(f"\nfuzz evaluate folder: {len(results)} cases, exit codes {codes}; peak RSS {worst['rss_mb']:.0f} MB")
+    assert not failures, f"{len(failures)} of {len(cases)} cases broke the policy: {failures[:8]}"

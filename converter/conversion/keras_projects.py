@@ -20,7 +20,7 @@ from vrconvert.converter.formats.output import atomic_path, check_target
 is_project_file = project_weights.is_project_file
 
 
-def _result(src: Path, dst: Path, variant, start: float):
+def _result(src: Path, dst: Path, variant, start: float, notes: list[str] = ()):
     return Result(
         src=str(src),
         dst=str(dst),
@@ -28,8 +28,8 @@ def _result(src: Path, dst: Path, variant, start: float):
         num_classes=variant.num_classes,
         num_params=count_params(expand(variant)),
         source_format=f"{variant.origin} weights file",
-        source_dtypes=["float32"],
-        notes=[f"read as {variant.name}: {variant.description}"],
+        source_dtypes=sorted({n.split()[2] for n in notes if n.startswith("converted ")} | {"float32"}),
+        notes=[f"read as {variant.name}: {variant.description}", *notes],
         hash_check=None,
         seconds=time.perf_counter() - start,
     )
@@ -41,21 +41,24 @@ def project_to_torch(
     """An original project's weight file -> `.pth`/`.safetensors` in vrconvert's torch layout."""
     start, src, dst = time.perf_counter(), Path(src), Path(dst)
     suffix = check_target(dst, force, checkpoint.TORCH_SUFFIXES)
-    variant, variables = project_weights.read_project_weights(src, arch, num_classes)
+    notes: list[str] = []
+    variant, variables = project_weights.read_project_weights(src, arch, num_classes, notes)
     state = mapping.to_torch(variant, variables)
     report = accounting.account(variant, accounting.shapes_of(state))
     assert report.ok, report.summary()  # to_torch writes exactly the variant's layout
     with atomic_path(dst, suffix) as tmp:
         checkpoint.write_torch(state, tmp)
-    return _result(src, dst, variant, start)
+    return _result(src, dst, variant, start, notes)
 
 
-def project_to_keras_model(src: str | Path, arch: str | None = None, num_classes: int | None = None):
+def project_to_keras_model(
+    src: str | Path, arch: str | None = None, num_classes: int | None = None, notes: list[str] | None = None
+):
     """(variant, the file's variables by Keras path, a vrconvert Keras model carrying them, every variable assigned once)."""
     from vrconvert import models_tf  # lazy: Keras
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
-    variant, variables = project_weights.read_project_weights(src, arch, num_classes)
+    variant, variables = project_weights.read_project_weights(src, arch, num_classes, notes)
     model = models_tf.build(variant)
     keras_weights.assign(model, variables.items(), set(variables))
     return variant, variables, model
@@ -76,8 +79,9 @@ def project_to_keras(
     weights in torch before anything is written."""
     start, src, dst = time.perf_counter(), Path(src), Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES)
-    variant, variables, model = project_to_keras_model(src, arch, num_classes)
-    result = _result(src, dst, variant, start)
+    notes: list[str] = []
+    variant, variables, model = project_to_keras_model(src, arch, num_classes, notes)
+    result = _result(src, dst, variant, start, notes)
     if validate:
         from vrconvert.converter.parity import validate as validator
 

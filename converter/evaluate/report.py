@@ -1,6 +1,10 @@
 """`--report x.html`: one self-contained page (no network, images embedded as base64 PNG) built from
 the results folder's files alone. matplotlib draws the figures with its Agg backend (no display).
 
+The page is one Jinja2 template with autoescape on: every value from the folder (video names, labels,
+errors, layer names) is escaped by default, so a tampered results file or a forgotten field cannot
+inject markup. Only the figures, made here, are marked safe.
+
 The per-layer error profile is the validator's layer differences in network order, on a log scale,
 with the tolerance line and the first divergence marked; `validate --report` draws the same picture.
 """
@@ -8,9 +12,8 @@ with the tolerance line and the first divergence marked; `validate --report` dra
 from __future__ import annotations
 
 import base64
-import html
 import io
-import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +36,62 @@ td:first-child, th:first-child { text-align: left; }
 .scroll { max-height: 600px; overflow: auto; border: 1px solid #eee; }
 """
 
+TEMPLATE = """\
+{%- macro cell(v) -%}
+{%- if v is none -%}–{%- elif v is sameas true -%}same{%- elif v is sameas false -%}<span class="bad">DIFF</span>
+{%- elif v is float -%}{{ v | sci }}{%- else -%}{{ v }}{%- endif -%}
+{%- endmacro -%}
+{%- macro profile_section(profile) -%}
+{%- if not profile -%}<p>No per-layer profile (it needs both models and a video that decoded).</p>
+{%- else -%}
+{%- if profile.video %}<p>Video {{ profile.video }}, input {{ profile.input }}.</p>
+{%- else %}<p>Input {{ profile.input }} (the worst case).</p>{% endif -%}
+{%- if profile.first_divergence %}<p class="bad">First diverging layer: <b>{{ profile.first_divergence }}</b> (torch module; Keras layer {{ profile.keras_layer }}).</p>
+{%- else %}<p class="good">No layer exceeds the tolerance {{ profile.tolerance | g }}.</p>{% endif -%}
+{{ profile.figure }}<details><summary>every layer record</summary><div class=scroll><table class="">
+<tr><th>torch module</th><th>Keras layer</th><th>op</th><th>max abs</th><th>max rel</th></tr>
+{%- for d in profile.layers %}<tr><td>{{ d.torch_module }}</td><td>{{ d.keras_layer }}</td><td>{{ d.op }}</td><td>{{ cell(d.max_abs_diff) }}</td><td>{{ cell(d.max_rel_diff) }}</td></tr>{% endfor -%}
+</table></div></details>
+{%- endif -%}
+{%- endmacro -%}
+<!doctype html><html lang=en><head><meta charset=utf-8><title>{{ title }}</title><style>{{ style }}</style></head>
+<body><h1>{{ title }}</h1><p>Written {{ stamp }}.</p>
+{%- if kind == "evaluate" %}
+<p>{{ models | join(" vs ") }}; {{ settings.clips }} clip(s) of {{ settings.frames }} frames per video.</p>
+<h2>Summary</h2><table class="kv"><tr><th></th><th></th></tr>
+{%- for name, value, cls in summary %}<tr><td>{{ name }}</td><td>{% if cls %}<span class="{{ cls }}">{{ cell(value) }}</span>{% else %}{{ cell(value) }}{% endif %}</td></tr>{% endfor -%}
+</table>
+{%- if histogram %}
+<h2>Relative differences</h2>{{ histogram }}
+<h2>Per-layer error profile of the worst video ({{ worst }})</h2>{{ profile_section(profile) }}
+{%- endif %}
+<h2>Every video ({{ videos | length }})</h2><div class=scroll><table class="">
+<tr><th>video</th><th>label</th><th>torch top-1</th><th>Keras top-1</th><th>top-1</th><th>top-5</th><th>max rel</th><th>cosine</th><th>failure</th></tr>
+{%- for v in videos %}<tr><td>{{ v.key }}</td><td>{{ cell(v.label) }}</td><td>{{ cell(v.torch) }}</td><td>{{ cell(v.keras) }}</td><td>{{ cell(v.top1) }}</td><td>{{ cell(v.top5) }}</td><td>{{ cell(v.rel) }}</td><td>{% if v.cosine is float %}{{ "%.9f" | format(v.cosine) }}{% else %}{{ cell(v.cosine) }}{% endif %}</td><td>{% if v.error is not none %}<span class="bad why">{{ v.error }}</span>{% endif %}</td></tr>{% endfor -%}
+</table></div>
+{%- else %}
+<p>{{ report.torch_file }} vs {{ report.keras_file }}: {{ report.arch }}, {{ report.num_classes }} classes, tolerance {{ report.tolerance | g }}.</p>
+{%- if report.passed %}<p class="good">parity PASS</p>{% else %}<p class="bad">parity FAIL{% if nonfinite %}: {{ nonfinite }} NaN/Inf logits{% endif %}</p>{% endif %}
+<table class=""><tr><th>input</th><th>max abs</th><th>max rel</th><th>cosine</th><th>top-1</th><th>top-5</th><th>NaN/Inf</th></tr>
+{%- for c in report.cases %}<tr><td>{{ c.input }}</td><td>{{ cell(c.max_abs_diff) }}</td><td>{{ cell(c.max_rel_diff) }}</td><td>{% if c.cosine is float %}{{ "%.9f" | format(c.cosine) }}{% else %}{{ cell(c.cosine) }}{% endif %}</td><td>{{ cell(c.top1_agree) }}</td><td>{{ cell(c.top5_agree) }}</td><td>{{ c.nonfinite or 0 }}</td></tr>{% endfor -%}
+</table>
+<h2>Per-layer error profile</h2>{{ profile_section(profile) }}
+{%- endif %}
+</body></html>
+"""
+
+
+def _environment():
+    try:
+        import jinja2
+        from markupsafe import Markup
+    except ImportError:
+        raise InputError("--report needs Jinja2: pip install 'vrconvert[evaluate]'") from None
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["sci"] = lambda v: format(v, ".2e")
+    env.filters["g"] = lambda v: format(v, "g")
+    return env, Markup
+
 
 def _pyplot():
     try:
@@ -45,19 +104,26 @@ def _pyplot():
     return plt
 
 
-def _png(fig) -> str:
+def _png(fig):
+    """A figure as an <img> with the PNG inline: the only markup the page trusts (made here, base64 only)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
-    return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    _, markup = _environment()
+    return markup(f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">')
 
 
-def histogram(rel_diffs: list[float], tolerance: float) -> str:
-    """Relative differences of the videos, on log-spaced bins, with the tolerance marked."""
+def _finite(values) -> list[float]:
+    return [v for v in values if isinstance(v, int | float) and math.isfinite(v)]
+
+
+def histogram(rel_diffs: list[float], tolerance: float):
+    """Relative differences of the videos, on log-spaced bins, with the tolerance marked (NaN and Inf,
+    failures in any case, are counted in the summary, not drawn)."""
     import numpy as np
 
     plt = _pyplot()
-    values = np.maximum(np.asarray(rel_diffs, dtype=np.float64), TINY)
+    values = np.maximum(np.asarray(_finite(rel_diffs) or [0.0], dtype=np.float64), TINY)
     low = min(values.min(), tolerance) / 2
     high = max(values.max(), tolerance) * 2
     fig, ax = plt.subplots(figsize=(9, 3.2))
@@ -70,13 +136,14 @@ def histogram(rel_diffs: list[float], tolerance: float) -> str:
     return _png(fig)
 
 
-def layer_profile(profile: dict) -> str:
+def layer_profile(profile: dict):
     """The validator's per-layer differences as a line in network order: tolerance and first divergence marked."""
     plt = _pyplot()
     layers, tolerance = profile["layers"], profile["tolerance"]
-    nonzero = [layer["max_rel_diff"] for layer in layers if layer["max_rel_diff"] > 0]
+    nonzero = [v for v in _finite(layer["max_rel_diff"] for layer in layers) if v > 0]
     floor = min([*nonzero, tolerance]) / 10  # an exact match (0) sits on the floor, not at 1e-300
-    rel = [max(layer["max_rel_diff"], floor) for layer in layers]
+    ceiling = max([*nonzero, tolerance]) * 10  # NaN or Inf is drawn at the top
+    rel = [max(v, floor) if math.isfinite(v) else ceiling for v in (float(layer["max_rel_diff"]) for layer in layers)]
     fig, ax = plt.subplots(figsize=(11, 3.8))
     ax.plot(range(len(rel)), rel, marker=".", color="#4c72b0", linewidth=1, label="max relative difference")
     ax.set_yscale("log")
@@ -109,68 +176,33 @@ def layer_profile(profile: dict) -> str:
     return _png(fig)
 
 
-def _fmt(value, spec: str = ".2e") -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "same" if value else '<span class="bad">DIFF</span>'
-    if isinstance(value, float):
-        return format(value, spec)
-    return html.escape(str(value))
-
-
-def _table(header: list[str], rows: list[list], cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
-
-
-def profile_section(profile: dict | None) -> str:
+def _profile(profile: dict | None) -> dict | None:
+    """The template's view of a per-layer profile: the figure drawn, the first divergence's Keras layer."""
     if not profile:
-        return "<p>No per-layer profile (it needs both models and a video that decoded).</p>"
+        return None
     first = profile.get("first_divergence")
     keras_layer = next((d["keras_layer"] for d in profile["layers"] if d["torch_module"] == first), "?")
-    verdict = (
-        f'<p class="bad">First diverging layer: <b>{html.escape(first)}</b> '
-        f"(torch module; Keras layer {html.escape(keras_layer)}).</p>"
-        if first
-        else f'<p class="good">No layer exceeds the tolerance {profile["tolerance"]:g}.</p>'
-    )
-    rows = [
-        [
-            html.escape(d["torch_module"]),
-            html.escape(d["keras_layer"]),
-            d["op"],
-            _fmt(d["max_abs_diff"]),
-            _fmt(d["max_rel_diff"]),
-        ]
-        for d in profile["layers"]
-    ]
-    return (
-        (
-            f"<p>Video {html.escape(profile['video'])}, input {html.escape(profile['input'])}.</p>"
-            if profile.get("video")
-            else f"<p>Input {html.escape(profile['input'])} (the worst case).</p>"
-        )
-        + verdict
-        + layer_profile(profile)
-        + "<details><summary>every layer record</summary><div class=scroll>"
-        + _table(["torch module", "Keras layer", "op", "max abs", "max rel"], rows)
-        + "</div></details>"
-    )
+    return {
+        "video": profile.get("video"),
+        "input": profile["input"],
+        "tolerance": profile["tolerance"],
+        "first_divergence": first,
+        "keras_layer": keras_layer,
+        "layers": profile["layers"],
+        "figure": layer_profile(profile) if profile["layers"] else "",
+    }
 
 
-def _page(title: str, body: str) -> str:
+def _render(**values) -> str:
+    env, _ = _environment()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>Written {stamp}.</p>{body}</body></html>\n"
-    )
+    return env.from_string(TEMPLATE).render(style=STYLE, stamp=stamp, **values)
 
 
 def check_target(out: Path) -> None:
     """Refuses a report that could not be written, before any model runs."""
     _pyplot()
+    _environment()
     if not Path(out).parent.is_dir():
         raise InputError(f"{Path(out).parent}: no such directory")
 
@@ -183,29 +215,64 @@ def _write(out: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _summary_rows(s: dict) -> list[list]:
+def _summary_rows(s: dict) -> list[tuple]:
     rows = [
-        ["videos", s["videos"]],
-        ["evaluated", s["evaluated"]],
-        ["failures", f'<span class="{"bad" if s["failures"] else "good"}">{s["failures"]}</span>'],
+        ("videos", s["videos"], None),
+        ("evaluated", s["evaluated"], None),
+        ("failures", s["failures"], "bad" if s["failures"] else "good"),
     ]
     if s["compared"]:
+        agreed = s["compared"] - len(s["top1_disagreements"])
         rows += [
-            [
-                "top-1 agreement",
-                f"{s['top1_agreement']:.2%} ({s['compared'] - len(s['top1_disagreements'])}/{s['compared']})",
-            ],
-            ["top-5 agreement", f"{s['top5_agreement']:.2%}"],
-            ["relative difference p50 / p99 / max", " / ".join(_fmt(s["rel_diff"][k]) for k in ("p50", "p99", "max"))],
+            ("top-1 agreement", f"{s['top1_agreement']:.2%} ({agreed}/{s['compared']})", None),
+            ("top-5 agreement", f"{s['top5_agreement']:.2%}", None),
+            (
+                "relative difference p50 / p99 / max",
+                " / ".join(
+                    "–" if s["rel_diff"][k] is None else f"{s['rel_diff'][k]:.2e}" for k in ("p50", "p99", "max")
+                ),
+                None,
+            ),
         ]
+        if s.get("nonfinite"):
+            rows.append(("videos with NaN/Inf logits", s["nonfinite"], "bad"))
         if "tolerance" in s:
-            rows.append([f"videos beyond tolerance {s['tolerance']:g}", s["beyond_tolerance"]])
+            rows.append((f"videos beyond tolerance {s['tolerance']:g}", s["beyond_tolerance"], None))
     for model, acc in s["accuracy"].items():
         if acc:
             rows.append(
-                [f"{model} accuracy top-1 / top-5 ({acc['videos']} labelled)", f"{acc['top1']:.2%} / {acc['top5']:.2%}"]
+                (
+                    f"{model} accuracy top-1 / top-5 ({acc['videos']} labelled)",
+                    f"{acc['top1']:.2%} / {acc['top5']:.2%}",
+                    None,
+                )
             )
-    return [[html.escape(k), v if isinstance(v, str) else _fmt(v)] for k, v in rows]
+    return rows
+
+
+def _video_rows(records: list[dict]) -> list[dict]:
+    def top1(r, model):
+        top = (r.get(model) or {}).get("top") or [{}]
+        return top[0].get("name") or top[0].get("index")
+
+    def order(r):
+        rel = r.get("max_rel_diff") or 0.0
+        return (r["ok"], -(rel if math.isfinite(rel) else math.inf), r["key"])
+
+    return [
+        {
+            "key": r["key"],
+            "label": r.get("label"),
+            "torch": top1(r, "torch"),
+            "keras": top1(r, "keras"),
+            "top1": r.get("top1_agree"),
+            "top5": r.get("top5_agree"),
+            "rel": r.get("max_rel_diff"),
+            "cosine": r.get("cosine"),
+            "error": None if r["ok"] else (r.get("error") or ""),
+        }
+        for r in sorted(records, key=order)
+    ]
 
 
 def evaluation_page(folder: str | Path, out: str | Path, tolerance: float) -> None:
@@ -214,66 +281,29 @@ def evaluation_page(folder: str | Path, out: str | Path, tolerance: float) -> No
     _pyplot()  # a missing extra fails before any work
     s = summarize(folder, tolerance)
     records = store.read_records(folder)
-    settings = json.loads((folder / store.SETTINGS).read_text()) if (folder / store.SETTINGS).exists() else {}
-    profile_file = folder / store.LAYERS
-    profile = json.loads(profile_file.read_text()) if profile_file.exists() else None
-    models = " vs ".join(html.escape(str(settings.get(k))) for k in ("torch_file", "keras_file") if settings.get(k))
-    body = [f"<p>{models}; {settings.get('clips', '?')} clip(s) of {settings.get('frames', '?')} frames per video.</p>"]
-    body.append("<h2>Summary</h2>" + _table(["", ""], _summary_rows(s), "kv"))
+    settings = store.read_settings(folder) or {}
     paired = [r for r in records if r.get("max_rel_diff") is not None]
-    if paired:
-        body.append("<h2>Relative differences</h2>" + histogram([r["max_rel_diff"] for r in paired], tolerance))
-        worst = s["worst"][0]["key"] if s["worst"] else None
-        body.append(f"<h2>Per-layer error profile of the worst video ({html.escape(str(worst))})</h2>")
-        body.append(profile_section(profile))
-    rows = []
-    for r in sorted(records, key=lambda r: (r["ok"], -(r.get("max_rel_diff") or 0.0), r["key"])):
-        t = (r.get("torch") or {}).get("top") or [{}]
-        k = (r.get("keras") or {}).get("top") or [{}]
-        rows.append(
-            [
-                html.escape(r["key"]),
-                _fmt(r.get("label")),
-                _fmt(t[0].get("name") or t[0].get("index")),
-                _fmt(k[0].get("name") or k[0].get("index")),
-                _fmt(r.get("top1_agree")),
-                _fmt(r.get("top5_agree")),
-                _fmt(r.get("max_rel_diff")),
-                _fmt(r.get("cosine"), ".9f"),
-                "" if r["ok"] else f'<span class="bad why">{html.escape(r["error"] or "")}</span>',
-            ]
-        )
-    body.append(
-        f"<h2>Every video ({len(records)})</h2><div class=scroll>"
-        + _table(
-            ["video", "label", "torch top-1", "Keras top-1", "top-1", "top-5", "max rel", "cosine", "failure"], rows
-        )
-        + "</div>"
+    text = _render(
+        kind="evaluate",
+        title="vrconvert evaluate",
+        models=[str(settings[k]) for k in ("torch_file", "keras_file") if settings.get(k)],
+        settings={"clips": settings.get("clips", "?"), "frames": settings.get("frames", "?")},
+        summary=_summary_rows(s),
+        histogram=histogram([r["max_rel_diff"] for r in paired], tolerance) if paired else None,
+        worst=s["worst"][0]["key"] if s["worst"] else None,
+        profile=_profile(store.read_profile(folder)) if paired else None,
+        videos=_video_rows(records),
     )
-    _write(Path(out), _page("vrconvert evaluate", "".join(body)))
+    _write(Path(out), text)
 
 
 def validation_page(report: dict, profile: dict | None, out: str | Path) -> None:
     """`validate --report`: the validator's cases and the same per-layer picture."""
     _pyplot()
-    rows = [
-        [
-            html.escape(c["input"]),
-            _fmt(c["max_abs_diff"]),
-            _fmt(c["max_rel_diff"]),
-            _fmt(c["cosine"], ".9f"),
-            _fmt(c["top1_agree"]),
-            _fmt(c["top5_agree"]),
-        ]
-        for c in report["cases"]
-    ]
-    verdict = '<p class="good">parity PASS</p>' if report["passed"] else '<p class="bad">parity FAIL</p>'
-    body = (
-        f"<p>{html.escape(str(report.get('torch_file')))} vs {html.escape(str(report.get('keras_file')))}: "
-        f"{html.escape(report['arch'])}, {report['num_classes']} classes, tolerance {report['tolerance']:g}.</p>"
-        + verdict
-        + _table(["input", "max abs", "max rel", "cosine", "top-1", "top-5"], rows)
-        + "<h2>Per-layer error profile</h2>"
-        + profile_section(profile)
+    nonfinite = sum(c.get("nonfinite") or 0 for c in report["cases"])
+    _write(
+        Path(out),
+        _render(
+            kind="validate", title="vrconvert validate", report=report, profile=_profile(profile), nonfinite=nonfinite
+        ),
     )
-    _write(Path(out), _page("vrconvert validate", body))

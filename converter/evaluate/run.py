@@ -5,7 +5,6 @@ computed from the file. The CLI only parses and prints."""
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,8 +154,8 @@ def _run(todo, settings: Settings, workers: int, request: Request, results, on_r
 
 def _layer_profile(results, found, settings: Settings, key: str, out: Path) -> None:
     """The worst video's per-layer differences (kept in OUT/layers.json, so the report reads a file)."""
-    saved = out / store.LAYERS
-    if saved.exists() and json.loads(saved.read_text()).get("video") == key:
+    saved = results.read_profile()  # checked against its schema, never through a link
+    if saved is not None and saved.get("video") == key:
         return
     record = next(r for r in store.read_records(out) if r["key"] == key)
     item = next((i for i in found.items if i.key == key), None)

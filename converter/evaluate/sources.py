@@ -1,6 +1,8 @@
 """Which videos to evaluate and what their labels are: a folder, a text list or a `path,label` CSV.
 
-Paths in a list resolve against the list's own folder. A folder is searched recursively for video
+Paths in a list resolve against the list's own folder. Lists and label files are streamed a line at
+a time (each line and the file within `limits`), and of a label file only the rows that name a listed
+video are kept, so a huge file costs time, not memory. A folder is searched recursively for video
 files (by suffix); when every video sits exactly one folder down (UCF101's `Class/video.avi`), the
 folder names are the labels. `--labels CSV` gives (or overrides) labels by path.
 """
@@ -8,10 +10,13 @@ folder names are the labels. `--labels CSV` gives (or overrides) labels by path.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vrconvert.converter import limits
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats.gate import regular_file
 
 VIDEO_SUFFIXES = (
     ".mp4",
@@ -27,7 +32,6 @@ VIDEO_SUFFIXES = (
     ".wmv",
     ".3gp",
 )
-MAX_LIST_BYTES = 256 * 1024 * 1024  # a list of a million videos is ~100 MB
 
 
 @dataclass(frozen=True)
@@ -59,28 +63,37 @@ def _key(path: Path, root: Path) -> str:
         return path.as_posix()
 
 
-def _read_text(path: Path) -> str:
-    size = path.stat().st_size
-    if size > MAX_LIST_BYTES:
-        raise InputError(f"{path}: {size} bytes is too large for a list of videos (limit {MAX_LIST_BYTES})")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not a UTF-8 text list of videos ({exc.reason} at byte {exc.start})") from None
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 list, one line at a time, each at most `limits.LIST_LINE_BYTES`."""
+    regular_file(path, limits.LIST_BYTES)
+    with open(path, "rb") as f:
+        number = 0
+        while raw := f.readline(limits.LIST_LINE_BYTES + 1):
+            number += 1
+            if len(raw) > limits.LIST_LINE_BYTES:
+                raise InputError(f"{path}:{number}: a line longer than {limits.LIST_LINE_BYTES:,} bytes")
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{number}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            yield number, text.rstrip("\r\n")
 
 
-def _csv_rows(path: Path) -> list[tuple[str, str]]:
+def _csv_rows(path: Path) -> Iterator[tuple[str, str]]:
     """`path,label` rows; a first row naming the columns is skipped."""
-    rows = []
-    for number, row in enumerate(csv.reader(_read_text(path).splitlines()), start=1):
+    for number, line in _lines(path):
+        row = next(csv.reader([line]), [])
         if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
             continue
         if len(row) < 2:
-            raise InputError(f"{path}:{number}: expected 'path,label', got {','.join(row)!r}")
+            raise InputError(f"{path}:{number}: expected 'path,label', got {limits.brief(','.join(row))}")
         if number == 1 and row[0].strip().lower() in ("path", "video", "file", "filename"):
             continue
-        rows.append((row[0].strip(), row[1].strip()))
-    return rows
+        yield row[0].strip(), row[1].strip()
+
+
+def _count(entries: list, path: Path) -> None:
+    limits.check(f"{path}: the number of videos", len(entries), limits.VIDEOS)
 
 
 def _folder(root: Path) -> Source:
@@ -96,11 +109,17 @@ def _folder(root: Path) -> Source:
 
 def _listed(list_file: Path) -> Source:
     root = list_file.parent.resolve()
+    entries: list[tuple[Path, str | None]] = []
     if list_file.suffix.lower() == ".csv":
-        entries = [(root / p, label) for p, label in _csv_rows(list_file)]
+        for p, label in _csv_rows(list_file):
+            entries.append((root / p, label))
+            _count(entries, list_file)
     else:
-        lines = [line.strip() for line in _read_text(list_file).splitlines()]
-        entries = [(root / line, None) for line in lines if line and not line.startswith("#")]
+        for _, line in _lines(list_file):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                entries.append((root / line, None))
+                _count(entries, list_file)
     keys = [_key(Path(p), root) for p, _ in entries]
     if all(label is None for _, label in entries) and keys and all(len(Path(k).parts) == 2 for k in keys):
         entries = [(p, Path(k).parts[0]) for (p, _), k in zip(entries, keys, strict=True)]  # UCF101's testlist
@@ -111,13 +130,17 @@ def _listed(list_file: Path) -> Source:
 
 
 def _apply_labels(source: Source, labels_csv: Path, root: Path) -> Source:
-    if not labels_csv.is_file():
-        raise InputError(f"{labels_csv}: no such file")
+    """Labels by path (or, failing that, by unambiguous file name) from a CSV streamed once; only rows
+    whose file name is a listed video's are looked at further."""
     base = labels_csv.parent.resolve()
-    by_path = {_key((base / p).resolve(), root): label for p, label in _csv_rows(labels_csv)}
+    names = {Path(item.path).name for item in source.items}
+    by_path: dict[str, str] = {}
     by_name: dict[str, str | None] = {}
     for p, label in _csv_rows(labels_csv):
         name = Path(p).name
+        if name not in names:
+            continue
+        by_path[_key((base / p).resolve(), root)] = label
         by_name[name] = label if by_name.get(name, label) == label else None  # ambiguous names give nothing
     items = []
     for item in source.items:

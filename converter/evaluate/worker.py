@@ -136,7 +136,8 @@ class Evaluator:
 
     def top(self, logits: list[np.ndarray]) -> list[dict]:
         """`predict`'s answer: softmax probabilities averaged over the clips, the best `TOP` classes."""
-        mean = np.mean([probabilities(x, self.arch)[0] for x in logits], axis=0)
+        with np.errstate(all="ignore"):  # NaN or Inf logits: the comparison counts them as a failure
+            mean = np.mean([probabilities(x, self.arch)[0] for x in logits], axis=0)
         order = np.argsort(-mean, kind="stable")[:TOP]
         return [
             {"index": int(i), "name": self.names[i] if self.names else None, "probability": float(mean[i])}
@@ -182,10 +183,11 @@ class Evaluator:
                 max_abs_diff=case.max_abs_diff,
                 max_rel_diff=case.max_rel_diff,
                 cosine=case.cosine,
+                nonfinite=case.nonfinite,  # NaN or Inf in either side's logits: never agreement
                 clips_top1_agree=case.top1_agree,
                 clips_top5_agree=case.top5_agree,
-                top1_agree=t[0]["index"] == k[0]["index"],
-                top5_agree={x["index"] for x in t} == {x["index"] for x in k},
+                top1_agree=not case.nonfinite and t[0]["index"] == k[0]["index"],
+                top5_agree=not case.nonfinite and {x["index"] for x in t} == {x["index"] for x in k},
                 worst_clip=int(np.argmax(per_clip)),
             )
         return record

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import stat
 import sys
 import warnings
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from vrconvert.converter import limits
 from vrconvert.converter.arch import accounting
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import torchzip
+from vrconvert.converter.formats.gate import regular_file
 
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "model_state", "net", "network")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, torch.compile
@@ -66,23 +66,10 @@ def verify_name_hash(path: Path) -> str | None:
     return f"sha256 prefix {match.group(1)} verified"
 
 
-def require_regular_file(path: Path) -> None:
-    """Refuses FIFOs, devices and sockets before anything opens them (opening a FIFO blocks forever)."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror})") from exc
-    if not stat.S_ISREG(mode):
-        raise InputError(f"{path}: not a regular file (a FIFO, device or socket cannot be read safely)")
-
-
 def sniff(path: Path) -> str:
-    """The file's format from its first bytes, or an InputError that says what it looks like."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a checkpoint")
-    require_regular_file(path)
+    """The file's format from its first bytes, or an InputError that says what it looks like (after
+    the path gate: a FIFO, device or directory is never opened)."""
+    regular_file(path)
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:

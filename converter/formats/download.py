@@ -2,9 +2,11 @@
 
 The server is not trusted either: the body may not exceed the file's published size (4 bytes per
 published parameter, plus `limits.DOWNLOAD_SLACK`), the whole download has a deadline
-(`limits.DOWNLOAD_SECONDS`, enforced by a timer, so a server that trickles a byte every few seconds
-cannot hold it), a malformed response is one line, and the `.partial` file is removed on every exit
-path, SIGTERM and SIGINT included.
+(`limits.DOWNLOAD_SECONDS`) and a minimum rate (`limits.DOWNLOAD_MIN_RATE` over any
+`limits.DOWNLOAD_WINDOW`, as curl's --speed-limit), both enforced by a timer that interrupts a blocking
+read, so a server that trickles a byte every few seconds is dropped within the window rather than at
+the deadline; a malformed response is one line, and the `.partial` file is removed on every exit path,
+SIGTERM and SIGINT included.
 """
 
 from __future__ import annotations
@@ -53,19 +55,48 @@ def size_limit(arch: spec.Arch) -> int:
     return 4 * arch.num_params + limits.DOWNLOAD_SLACK if arch.num_params else limits.DOWNLOAD_BYTES
 
 
+class Watch:
+    """The download's clock: the overall deadline and the minimum rate over a sliding window."""
+
+    def __init__(self, seconds: float, rate: int = limits.DOWNLOAD_MIN_RATE, window: float = limits.DOWNLOAD_WINDOW):
+        self.seconds, self.rate, self.window = seconds, rate, window
+        self.started = self.mark = time.monotonic()
+        self.received = self.marked = 0
+
+    def got(self, count: int) -> None:
+        self.received += count
+        self.check()
+
+    def check(self) -> None:
+        """TimeoutError past the deadline, or when the last window brought fewer bytes than the rate asks."""
+        now = time.monotonic()
+        if now - self.started > self.seconds:
+            raise TimeoutError(f"the download took longer than {self.seconds:g} s")
+        if now - self.mark >= self.window:
+            sent = self.received - self.marked
+            if sent < self.rate * self.window:
+                raise TimeoutError(
+                    f"the server sent {sent:,} bytes in {now - self.mark:.0f} s, under vrconvert's minimum of "
+                    f"{self.rate:,} bytes/s over {self.window:g} s"
+                )
+            self.mark, self.marked = now, self.received
+
+
 @contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raises TimeoutError inside whatever blocks (connect, headers, body) once `seconds` have passed.
-    A timer signal, so it interrupts a blocking read; main thread only (elsewhere: per-read timeouts)."""
+def watched(watch: Watch) -> Iterator[None]:
+    """Raises the watch's TimeoutError inside whatever blocks (connect, headers, body): a timer signal
+    checks it every second (or sooner for a shorter deadline), so it interrupts a blocking read; main
+    thread only (elsewhere: the per-read timeout and the checks between reads)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def expired(_signum, _frame):
-        raise TimeoutError(f"the download took longer than {seconds:g} s")
+    def tick(_signum, _frame):
+        watch.check()
 
-    saved = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    saved = signal.signal(signal.SIGALRM, tick)
+    every = min(1.0, watch.seconds)
+    signal.setitimer(signal.ITIMER_REAL, every, every)
     try:
         yield
     finally:
@@ -86,7 +117,7 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
     """The cached checkpoint for `name`, downloading it first if needed; its SHA-256 prefix is checked.
     `max_seconds` bounds the whole download (default: $VRCONVERT_DOWNLOAD_SECONDS, else the limit)."""
     if max_seconds is None:
-        max_seconds = float(os.environ.get(DEADLINE_ENV) or limits.DOWNLOAD_SECONDS)
+        max_seconds = limits.env_seconds(DEADLINE_ENV, limits.DOWNLOAD_SECONDS, limits.DOWNLOAD_MAX_SECONDS)
     arch = spec.get(name)
     url = url_for(arch)
     target = hub_dir() / arch.pretrained.filename
@@ -96,14 +127,14 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
     tmp = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
     digest = hashlib.sha256()
     most = size_limit(arch)
-    started = time.monotonic()
+    watch = Watch(max_seconds)
     progress = progress and sys.stderr.isatty()  # a progress line is for a person watching, not for logs
     shown = False
     try:
         with (
             removed_on_signal(),
-            deadline(max_seconds),
-            urllib.request.urlopen(url, timeout=timeout) as response,
+            watched(watch),
+            urllib.request.urlopen(url, timeout=min(timeout, limits.DOWNLOAD_WINDOW)) as response,
             open(tmp, "wb") as out,
         ):
             total = _declared_length(response)
@@ -116,8 +147,7 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
                 done += len(chunk)
                 if done > most:
                     raise DownloadError(f"{url}: the server sent more than the published file's {most:,} bytes")
-                if time.monotonic() - started > max_seconds:
-                    raise TimeoutError(f"the download took longer than {max_seconds:g} s")
+                watch.got(len(chunk))
                 out.write(chunk)
                 digest.update(chunk)
                 if progress and total:

@@ -10,6 +10,8 @@ file is read here first, within `limits`:
   they need.
 - a legacy `.h5` model: the same config (from its `model_config` attribute) and datasets.
 - a `.weights.h5`: object count, group names, dataset ranks, sizes and dtypes (the accounting's rule).
+Every HDF5 part is walked by `h5safe` (hard links only, counts before lists, each dataset's storage
+checked), so Keras never meets a link, a chunk bomb or a plugin filter; the path gate comes first.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 from vrconvert.converter import limits
 from vrconvert.converter.arch import accounting, folding
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import zip_members
-from vrconvert.converter.formats.checkpoint import require_regular_file
+from vrconvert.converter.formats import h5safe, zip_members
+from vrconvert.converter.formats.gate import regular_file
 
 # The built-in Keras layers vrconvert's models are made of (tests check every variant against it).
 LAYER_CLASSES = frozenset(
@@ -63,7 +65,7 @@ def _refuse(path: Path, why: str) -> InputError:
 def check(path: Path, arch: str | None = None) -> None:
     """Raises a one-line InputError unless the Keras file at `path` is within every limit and its
     declared layers fit a known architecture (`arch` when given)."""
-    require_regular_file(path)
+    regular_file(path)
     name = path.name
     try:
         if name.endswith(".weights.h5"):
@@ -76,9 +78,7 @@ def check(path: Path, arch: str | None = None) -> None:
         text = str(exc)
         raise (exc if text.startswith(str(path)) else _refuse(path, text)) from exc
     except Exception as exc:  # h5py, zipfile and json raise many types on damaged files
-        raise _refuse(
-            path, f"unreadable ({type(exc).__name__}: {limits.brief(str(exc)[:200]).strip(chr(39))})"
-        ) from exc
+        raise _refuse(path, f"unreadable ({type(exc).__name__}: {limits.one_line(str(exc))})") from exc
 
 
 def _check_keras_zip(path: Path, arch: str | None) -> None:
@@ -166,16 +166,15 @@ class _Window(io.RawIOBase):
 
 
 def _check_legacy_h5(path: Path, arch: str | None) -> None:
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("model_config")
-        if raw is None or "model_weights" not in f:
+    with h5safe.open_file(path) as f:
+        h5safe.attributes(f, "/")
+        raw = h5safe.text(f, "model_config")
+        weights = h5safe.child(f, "model_weights")
+        if raw is None or weights is None:
             raise InputError("not a Keras .h5 model (no model_config or model_weights); a .weights.h5?")
-        if not isinstance(raw, str | bytes):
-            raise InputError("a malformed model_config attribute")
         limits.check("the model_config attribute", len(raw), limits.KERAS_CONFIG_BYTES, " bytes")
-        stored = _check_datasets(f["model_weights"], None)  # `layer/layer/var` -> shape
+        h5safe.keras2_weights(weights)  # the names Keras will follow: counted, hard links only
+        stored = _check_datasets(weights, None)  # `layer/layer/var` -> shape
         by_path = {f"{n.split('/')[0]}/{n.rsplit('/', 1)[-1]}": shape for n, shape in stored.items()}
         shapes = _declared_shapes(json.loads(raw), arch, by_path)
         if Counter(stored.values()) != Counter(shapes.values()):
@@ -184,37 +183,25 @@ def _check_legacy_h5(path: Path, arch: str | None) -> None:
 
 def check_weights_h5(path: Path) -> dict[str, tuple[int, ...]]:
     """The dataset shapes of a `.weights.h5` (checked: count, names, ranks, sizes, dtypes)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
+    with h5safe.open_file(path) as f:
         return _check_datasets(f, None)
 
 
 def _check_datasets(group, expected: Counter | None) -> dict[str, tuple[int, ...]]:
-    """Walks `group`'s objects (at most `limits.H5_OBJECTS`): every dataset floating point (the
-    accounting's dtype rule), at most 5-D, within the element cap; with `expected`, the shapes must
-    be exactly that multiset."""
-    import h5py
-
+    """Walks `group` with `h5safe.walk` (hard links only, at most `limits.H5_OBJECTS` objects, every
+    dataset's storage checked): every dataset floating point (the accounting's dtype rule), at most
+    5-D, within the element cap; with `expected`, the shapes must be exactly that multiset."""
     found: dict[str, tuple[int, ...]] = {}
     dtypes: dict[str, str] = {}
-    count = 0
-
-    def visit(name: str, obj) -> None:
-        nonlocal count
-        count += 1
-        limits.check("the number of HDF5 objects", count, limits.H5_OBJECTS)
+    for name, obj in h5safe.walk(group).datasets.items():
         parts = name.split("/")
         if parts[0] == "layers" and len(parts) > 1 and not H5_LAYER_NAME.fullmatch(parts[1]):
             raise InputError(f"an unexpected HDF5 group {limits.brief(parts[1])}")
-        if isinstance(obj, h5py.Dataset):
-            shape = tuple(int(n) for n in obj.shape)
-            if len(shape) > 5:
-                raise InputError(f"a {len(shape)}-D dataset {limits.brief(name)}")
-            found[name] = shape
-            dtypes[name] = "bfloat16" if obj.dtype.name == "void16" else obj.dtype.name
-
-    group.visititems(visit)
+        shape = tuple(int(n) for n in obj.shape)
+        if len(shape) > 5:
+            raise InputError(f"a {len(shape)}-D dataset {limits.brief(name)}")
+        found[name] = shape
+        dtypes[name] = "bfloat16" if obj.dtype.name == "void16" else obj.dtype.name
     total = sum(_numel(s) for s in found.values())
     limits.check("the number of elements in the file", total, limits.STATE_ELEMENTS)
     accounting.check_dtypes(dtypes, "the file")

@@ -22,8 +22,13 @@ def takes_frames(path: Path) -> bool:
     import json
     import zipfile
 
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.formats import h5safe
+    from vrconvert.converter.formats.gate import regular_file
+
     suffix = keras_suffix(Path(path))
     try:
+        regular_file(path)  # a FIFO is never opened here
         if suffix == ".keras":
             with zipfile.ZipFile(path) as archive:
                 info = archive.getinfo("config.json")
@@ -32,16 +37,14 @@ def takes_frames(path: Path) -> bool:
                 with archive.open(info) as member:
                     text = member.read(limits.KERAS_CONFIG_BYTES + 1)
         elif suffix == ".h5":
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                text = f.attrs.get("model_config")
+            with h5safe.open_file(path) as f:
+                text = h5safe.text(f, "model_config")
                 if not isinstance(text, str | bytes) or len(text) > limits.KERAS_CONFIG_BYTES:
                     return False
         else:
             return False
         layers = json.loads(text)["config"]["layers"]
-    except (OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError):
+    except (InputError, OSError, KeyError, TypeError, ValueError, zipfile.BadZipFile, EOFError):
         return False
     return isinstance(layers, list) and any(
         isinstance(layer, dict)

@@ -184,13 +184,3 @@ def commit(staged: list[Path], targets: list[Path], force: bool) -> None:
         raise
     for old, _ in aside:
         _remove(old)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replaces a small text file whole and durably (written, fsync'd, renamed): a reader sees the old or the new."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

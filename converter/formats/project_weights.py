@@ -15,7 +15,9 @@ every array of the file used once, and missing, unexpected and mismatched arrays
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,9 @@ from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.accounting import Report
 from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats import h5safe
 
 FLOAT_KINDS = "f"
-MAX_DATASETS = 10_000
 STATS = ("moving_mean", "moving_variance")
 
 
@@ -47,54 +49,31 @@ def expected(arch: spec.Arch) -> list[Expected]:
 
 
 def _read(dataset, path: str) -> np.ndarray:
-    """A float dataset as float32, its dtype and size checked before any byte is read (its shape was
-    accounted for by the caller), stored in this file only: no external or virtual storage."""
+    """A float dataset in its stored dtype, its dtype checked and its storage (stored in this file, no
+    chunk larger than itself, built-in filters only) before any byte is read (its shape was accounted
+    for by the caller); `read_project_weights` casts to float32 and notes it."""
     if dataset.dtype.kind not in FLOAT_KINDS or dataset.dtype.itemsize not in (2, 4, 8):
         raise InputError(f"{path}: dataset has dtype {dataset.dtype}, expected floats")
-    if dataset.external or dataset.is_virtual:
-        raise InputError(f"{path}: dataset is stored outside the file; refused")
-    return np.asarray(dataset[()], dtype=np.float32)
+    return h5safe.read(dataset, path)
 
 
 def _local(f, name: str):
-    """The dataset at `name`, reached through hard links only (an external link would open another file)."""
+    """The dataset at `name`, reached through hard links only (a soft or external link is refused by name)."""
     import h5py
 
-    parts = name.split("/")
-    group = f
-    for i, part in enumerate(parts):
-        link = group.get(part, getlink=True)
-        if not isinstance(link, h5py.HardLink):
-            return None
-        group = group[part]
-        if i < len(parts) - 1 and not isinstance(group, h5py.Group):
-            return None
-    return group if isinstance(group, h5py.Dataset) else None
-
-
-def _strings(values) -> list[str]:
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in np.atleast_1d(values)]
+    node = h5safe.child(f, name)
+    return node if isinstance(node, h5py.Dataset) else None
 
 
 # -- 3D-ResNet-Builder-for-Keras: Keras 2 HDF5, order-based ------------------------------------------
 
 
 def _builder_names(f) -> list[str] | None:
-    """The dataset paths in the file's own order (layer_names, then each layer's weight_names)."""
-    if "layer_names" not in f.attrs or "keras_version" not in f.attrs:
+    """The dataset paths in the file's own order (layer_names, then each layer's weight_names), counted
+    before any list is built and reached through hard links only (`h5safe.keras2_weights`)."""
+    if "keras_version" not in f.attrs:
         return None
-    names = []
-    for layer in _strings(f.attrs["layer_names"]):
-        group = f.get(layer)
-        if group is None or not hasattr(group, "attrs"):
-            return None
-        chunks = (
-            [group.attrs["weight_names"]]
-            if "weight_names" in group.attrs
-            else [group.attrs[f"weight_names{i}"] for i in range(MAX_DATASETS) if f"weight_names{i}" in group.attrs]
-        )
-        names += [f"{layer}/{name}" for chunk in chunks for name in _strings(chunk)]
-    return names
+    return h5safe.keras2_weights(f)
 
 
 def _is_builder(f) -> bool:
@@ -125,8 +104,6 @@ def _account_builder(arch: spec.Arch, found: list[tuple[str, str, tuple]]) -> Re
 
 def read_builder(f, path: Path, arch: str | None, num_classes: int | None) -> tuple[spec.Arch, dict[str, np.ndarray]]:
     names = _builder_names(f) or []
-    if len(names) > MAX_DATASETS:
-        raise InputError(f"{path}: {len(names)} weights is more than any known network has")
     found = []
     for name in names:
         dataset = _local(f, name)
@@ -201,15 +178,7 @@ def _2plus1dd_variable(name: str) -> str | None:
 
 
 def read_2plus1dd(f, path: Path, arch: str | None, num_classes: int | None) -> tuple[spec.Arch, dict[str, np.ndarray]]:
-    datasets: dict[str, object] = {}
-
-    def visit(name, obj):
-        if hasattr(obj, "shape") and hasattr(obj, "dtype"):
-            if len(datasets) >= MAX_DATASETS:
-                raise InputError(f"{path}: more than {MAX_DATASETS} arrays")
-            datasets[name] = obj
-
-    f.visititems(visit)
+    datasets = h5safe.walk(f).datasets  # hard links only; groups, datasets and attributes all counted
     embedding = datasets.get("embedding/vars/0")
     classes = num_classes or (int(embedding.shape[1]) if embedding is not None and len(embedding.shape) == 2 else None)
     [variant] = _candidates("2plus1dd", arch)
@@ -273,44 +242,53 @@ def detect_layout(f) -> str | None:
 
 
 def is_project_file(path: str | Path) -> bool:
-    """Whether `path` is an HDF5 file in one of the originals' layouts (cheap: attributes and names)."""
+    """Whether `path` is an HDF5 file in one of the originals' layouts (cheap: attributes and names).
+    The path gate comes first: a FIFO or device is refused (InputError), never opened."""
     try:
-        import h5py
+        import h5py  # noqa: F401 (h5safe opens with it)
     except ImportError:
         return False
     try:
-        with h5py.File(path, "r") as f:
+        with h5safe.open_file(path) as f:
             return detect_layout(f) is not None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return False
 
 
 def read_project_weights(
-    path: str | Path, arch: str | None = None, num_classes: int | None = None
+    path: str | Path, arch: str | None = None, num_classes: int | None = None, notes: list[str] | None = None
 ) -> tuple[spec.Arch, dict[str, np.ndarray]]:
-    """(variant, Keras variable path -> float32 array) of an original project's weight file."""
+    """(variant, Keras variable path -> float32 array) of an original project's weight file; a cast to
+    float32 is added to `notes` (as a torch checkpoint's is)."""
     try:
-        import h5py
+        import h5py  # noqa: F401 (h5safe opens the file with it; the extra is named here)
     except ImportError:
         raise InputError("reading Keras weight files needs h5py: pip install 'vrconvert[keras]'") from None
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
     try:
-        with h5py.File(path, "r") as f:
+        with h5safe.open_file(path) as f:
             layout = detect_layout(f)
             if layout is None:
                 raise InputError(f"{path}: an HDF5 file of unknown layout ({_describe(f)})")
-            return LAYOUTS[layout][2](f, path, arch, num_classes)
+            variant, arrays = LAYOUTS[layout][2](f, path, arch, num_classes)
+    except InputError as exc:
+        text = str(exc)
+        raise (exc if text.startswith(str(path)) else InputError(f"{path}: {text}")) from None
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # h5py on damaged files
         raise InputError(
             f"{path}: not a readable HDF5 file: {(str(exc).splitlines() or [type(exc).__name__])[0]}"
         ) from None
+    casts = Counter(str(a.dtype) for a in arrays.values() if a.dtype != np.float32)
+    if notes is not None:
+        notes += [f"converted {count} {dtype} weights to float32" for dtype, count in sorted(casts.items())]
+    return variant, {key: a.astype(np.float32, copy=False) for key, a in arrays.items()}
 
 
 def _describe(f) -> str:
-    """What was found, in one line: root attributes and the first groups."""
-    keys = list(f.keys())
+    """What was found, in one line: root attributes and the first groups (counted, never all listed)."""
+    h5safe.attributes(f, "/")
+    count = f.id.get_num_objs()
+    keys = [k.decode("utf-8", "replace") for k in itertools.islice(f.id, 5)]
     attrs = sorted(f.attrs.keys())
-    shown = ", ".join(keys[:5]) + (f", and {len(keys) - 5} more" if len(keys) > 5 else "")
+    shown = ", ".join(keys) + (f", and {count - 5} more" if count > 5 else "")
     return f"root attributes [{', '.join(attrs)}], top-level entries [{shown}]; expected {', '.join(d for d, _, _ in LAYOUTS.values())}"

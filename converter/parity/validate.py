@@ -83,6 +83,11 @@ class Report:
         return all(c.passed(self.tolerance) for c in self.cases)
 
     @property
+    def nonfinite(self) -> int:
+        """NaN and Inf values in the logits of every case, both sides (any is a failure)."""
+        return sum(c.nonfinite for c in self.cases)
+
+    @property
     def worst(self) -> parity.Case:
         return max(self.cases, key=lambda c: c.max_rel_diff)
 
@@ -90,6 +95,7 @@ class Report:
         return {
             "passed": self.passed,
             "tolerance": self.tolerance,
+            "nonfinite": self.nonfinite,
             **self.runtime.as_dict(),
             "arch": self.arch,
             "num_classes": self.num_classes,
@@ -163,6 +169,12 @@ def require(report: Report, what: str = "") -> None:
         return
     where = report.first_divergence
     place = f"; first divergence at {where.torch_module} / {where.keras_layer}" if where else ""
+    if report.nonfinite:
+        bad = next(c for c in report.cases if c.nonfinite)
+        raise ParityError(
+            f"parity failed: {what + ' ' if what else ''}{report.nonfinite} NaN/Inf values in the logits "
+            f"(first on {bad.input}){place}; nothing was written"
+        )
     raise ParityError(
         f"parity failed: {what + ' ' if what else ''}max relative difference {report.worst.max_rel_diff:.2e} > "
         f"{report.tolerance:g} on {report.worst.input}{place}; nothing was written"
@@ -220,8 +232,13 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
         expected = values.pop(module).cpu().numpy()
         if expected.ndim == 5:
             expected = expected.transpose(0, 2, 3, 4, 1)
-        diff = float(np.abs(expected.astype(np.float64) - keras_out).max())
-        scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
+        keras_out = np.asarray(keras_out)
+        if parity.nonfinite(expected) or parity.nonfinite(keras_out):  # NaN or Inf: diverged, not equal
+            diffs.append(LayerDiff(module, layer, op, np.inf, np.inf))
+            continue
+        with np.errstate(all="ignore"):
+            diff = float(np.abs(expected.astype(np.float64) - keras_out).max())
+            scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
         diffs.append(LayerDiff(module, layer, op, diff, diff / scale))
     return diffs
 

@@ -1,12 +1,15 @@
 """Real video in: decode with PyAV, sample clips, apply the Kinetics eval transform (numpy only).
 
-Frames are decoded once, front to back, and each kept frame is resized to the transform's 128x171
+Only allow-listed containers are opened, by the demuxer their first bytes name (`container_format`),
+with FFmpeg's protocol whitelist at `file`: a playlist or concat list posing as a video never makes
+FFmpeg open another file or URL. Frames are decoded once, front to back, and each kept frame is resized to the transform's 128x171
 straight away (the resize acts frame by frame), so memory is about 65 KB per kept frame whatever
 the source resolution. Frame indices are exact decode order, not seek approximations.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 from vrconvert.converter import limits
 from vrconvert.converter.arch.spec import Preprocessing
 from vrconvert.converter.errors import InputError
+from vrconvert.converter.formats.gate import regular_file
 from vrconvert.converter.video import preprocess
 from vrconvert.converter.video.preprocess import KINETICS
 
@@ -32,17 +36,51 @@ class Clip:
     array: np.ndarray
 
 
+# Container formats vrconvert opens, by their first bytes: the demuxer is chosen here, never by FFmpeg's
+# probe, so a playlist (HLS .m3u8, concat lists) or an image sequence can never make FFmpeg open other files.
+CONTAINERS = (
+    (4, b"ftyp", "mov"),  # MP4, MOV, M4V, 3GP
+    (4, b"moov", "mov"),
+    (4, b"mdat", "mov"),
+    (4, b"wide", "mov"),
+    (4, b"free", "mov"),
+    (0, b"\x1a\x45\xdf\xa3", "matroska"),  # MKV, WebM
+    (0, b"OggS", "ogg"),
+    (0, b"FLV\x01", "flv"),
+    (0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "asf"),  # WMV
+    (0, b"\x00\x00\x01\xba", "mpeg"),  # MPEG program stream (.mpg)
+)
+OPTIONS = {"protocol_whitelist": "file", "enable_drefs": "0"}  # no URL, no other file a container names
+
+
+def container_format(path: Path) -> str:
+    """FFmpeg's demuxer for the file, from its first bytes, or an InputError naming what is allowed."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"WAVE"):
+        return "avi" if head[8:12] == b"AVI " else "wav"  # WAV: no video stream, said as such
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return "mpegts"
+    for at, magic, name in CONTAINERS:
+        if head[at : at + len(magic)] == magic:
+            return name
+    raise InputError(
+        f"{path}: not a video file in a container vrconvert opens (MP4/MOV, Matroska/WebM, AVI, MPEG-PS/TS, "
+        "Ogg, FLV, ASF)"
+    )
+
+
 def _open(path: Path):
     try:
         import av
     except ImportError as exc:
         raise InputError("reading video needs PyAV: pip install 'vrconvert[video]'") from exc
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
+    if path.is_dir():
+        raise InputError(f"{path}: a directory, not a file")
+    regular_file(path, limits.VIDEO_FILE_BYTES)
+    demuxer = container_format(path)
     try:
-        container = av.open(str(path))
+        container = av.open(f"file:{os.path.abspath(path)}", format=demuxer, options=OPTIONS)
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: not a video file PyAV can read ({str(exc).strip().splitlines()[0]})") from exc
     if not container.streams.video:
