@@ -317,3 +317,16 @@ def test_quality_table_and_verdict():
         "quality FAIL: min cosine 0.998000 < bound 0.999"
     )
     assert quality.Quality(precision="int8", runtime="rt", min_cosine=0.998, cases=cases).passed
+
+
+@pytest.mark.slow
+def test_int8_with_preprocessing_calibrates_on_uint8_frames(data, tmp_path):
+    """With --include-preprocessing the artifact takes uint8 frames: calibration and check feed decoded
+    frames, and torch gets torchvision's transform in front."""
+    from vrconvert.converter.deploy.export import export
+    from vrconvert.converter.deploy.lowp import Options
+
+    _, ckpt, calib = data
+    lower = Options(precision="int8", calibration=tuple(calib), calibration_clips=2)
+    result = export(ckpt, tmp_path / "m.xml", frames=FRAMES, include_preprocessing=True, lower=lower)
+    assert result.signature["dtype"] == "uint8" and result.passed, result.quality.as_dict()
