@@ -358,7 +358,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["inference", "conversion", "validation", "startup", "evaluate", "export", "preprocessing"],
+        choices=["inference", "conversion", "validation", "startup", "evaluate", "export", "preprocessing", "lowp"],
         help="measure only this part (repeatable); the other parts of results.json are kept, with their dates",
     )
     parser.add_argument("--out", type=Path, default=HERE)
@@ -397,7 +397,11 @@ def main() -> None:
         table = markdown(results)
         (args.out / "results.md").write_text(table + "\n")
         print(table)
-    for part in ("export", "preprocessing"):  # their own tables: benchmarks/export.md, preprocessing.md
+    for part in (
+        "export",
+        "preprocessing",
+        "lowp",
+    ):  # their own tables: benchmarks/export.md, preprocessing.md, lowp.md
         if not args.only or part in args.only:
             command = [PY, str(HERE / f"{part}.py"), "--out", str(args.out)] + ["--quick"] * args.quick
             subprocess.run(command, check=True, env=ENV)

@@ -49,9 +49,68 @@ FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
 @no_validate_option("Skip running the artifact against torch.")
 @tolerance_option
 @videos_option
+@click.option("--int8", is_flag=True, help="Quantize to int8 (OpenVINO .xml, ONNX .onnx): --precision int8.")
+@click.option(
+    "--precision",
+    type=click.Choice(["f32", "bf16", "int8"]),
+    default=None,
+    help="f32 (default); bf16: OpenVINO at bf16 (on a CPU with bf16 units); int8: as --int8.",
+)
+@click.option(
+    "--calibration",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A video (or folder of videos) to calibrate int8 on (repeatable); never used for the check.",
+)
+@click.option(
+    "--calibration-clips",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Calibration clips, spread evenly over the calibration videos.",
+)
+@click.option(
+    "--check-clips",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="int8/bf16: held-out clips per check video (the packaged clip unless it calibrated, and each --video).",
+)
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(min=-1, max=1),
+    default=None,
+    help="int8/bf16: the lowest accepted cosine between the artifact's and torch float32's logits on any "
+    "held-out clip (default 0.999 for int8, 0.9999 for bf16).",
+)
+@click.option(
+    "--keep-float",
+    default="classifier",
+    show_default=True,
+    help="int8: layers left in float, comma-separated: stem, classifier, or none.",
+)
 @json_option
 def export(
-    src, dst, fmt, arch, frames, size, fold_bn, include_preprocessing, force, no_validate, tolerance, videos, as_json
+    src,
+    dst,
+    fmt,
+    arch,
+    frames,
+    size,
+    fold_bn,
+    include_preprocessing,
+    force,
+    no_validate,
+    tolerance,
+    videos,
+    int8,
+    precision,
+    calibration,
+    calibration_clips,
+    check_clips,
+    min_cosine,
+    keep_float,
+    as_json,
 ) -> None:
     """Export SRC (a torch checkpoint or a vrconvert .keras/.h5/.weights.h5 file) to DST.
 
@@ -64,22 +123,43 @@ def export(
     if not backends.select_backend("tensorflow"):
         rerun_with_backend("tensorflow")  # exits
     from vrconvert.converter.deploy import export as exporter
+    from vrconvert.converter.deploy.lowp import Options
+    from vrconvert.converter.deploy.quality import table
+    from vrconvert.converter.errors import ParityError
 
-    clip_size = parse_size(size) if size is not None else None
-    result = exporter.export(
-        src,
-        dst,
-        format=fmt,
-        arch=arch,
-        frames=frames,
-        size=clip_size,
-        fold_bn=fold_bn,
-        include_preprocessing=include_preprocessing,
-        force=force,
-        validate=not no_validate,
-        tolerance=tolerance,
-        videos=videos,
+    if int8 and precision not in (None, "int8"):
+        raise click.UsageError(f"--int8 and --precision {precision} contradict each other")
+    roles = tuple(r.strip() for r in keep_float.split(",") if r.strip() and r.strip() != "none")
+    lower = Options(
+        precision="int8" if int8 else precision or "f32",
+        calibration=calibration,
+        calibration_clips=calibration_clips,
+        check_clips=check_clips,
+        min_cosine=min_cosine,
+        keep_float=roles,
     )
+    clip_size = parse_size(size) if size is not None else None
+    try:
+        result = exporter.export(
+            src,
+            dst,
+            format=fmt,
+            arch=arch,
+            frames=frames,
+            size=clip_size,
+            fold_bn=fold_bn,
+            include_preprocessing=include_preprocessing,
+            force=force,
+            validate=not no_validate,
+            tolerance=tolerance,
+            videos=videos,
+            lower=lower,
+        )
+    except ParityError as exc:  # a failed int8/bf16 check: its table, then the one-line verdict
+        if getattr(exc, "quality", None) is not None:
+            for line in table(exc.quality):
+                note(line)
+        raise
     if as_json:
         emit_json(result.as_dict())
         return
@@ -100,5 +180,12 @@ def export(
             f"at OpenVINO's default precision ({d['runtime']}): max relative difference {d['max_rel_diff']:.2e}"
             f"{'' if d['top5_agree'] else ', top-5 differs'}; pin f32 at run time with {d['pin_f32']}"
         )
+    if result.quality is not None:
+        q = result.quality
+        kept = f"; kept in float: {', '.join(q.kept_float)}" if q.kept_float else ""
+        calibrated = f", calibrated on {len(q.calibration)} clip(s) by {q.tool}{kept}" if q.calibration else ""
+        click.echo(f"{q.precision} artifact run by {q.runtime}{calibrated}")
+        for line in table(q):
+            click.echo(line)
     if result.passed is False:
         sys.exit(1)

@@ -98,3 +98,20 @@ def invoke(args: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code or 0
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def write_video(path, *, frames: int = 12, size: tuple[int, int] = (120, 160), seed: int = 0) -> None:
+    """A small MPEG-4 video of moving, noisy colour gradients (a stand-in for more real footage)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0 : size[0], 0 : size[1]]
+    phase = rng.integers(0, 256, 3)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.height, stream.width, stream.pix_fmt = *size, "yuv420p"
+        for t in range(frames):
+            image = np.stack([(cols * (1 + k) + rows * (2 - k) + 7 * t + phase[k]) % 256 for k in range(3)], -1)
+            image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())

@@ -17,8 +17,10 @@ import numpy as np
 
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import INPUT
+from vrconvert.converter.deploy import lowp
+from vrconvert.converter.deploy import quality as quality_check
 from vrconvert.converter.deploy.formats import INSTALL_HINT, Format, format_for, targets
-from vrconvert.converter.errors import InputError
+from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.formats import output as atomic
 from vrconvert.converter.parity import validate as validator
 
@@ -41,15 +43,20 @@ class ExportResult:
     parity: validator.Report | None = None
     default_precision: dict | None = None  # OpenVINO: the figures at the plugin's default precision
     notes: list[str] = field(default_factory=list)
+    precision: str = "f32"
+    quality: quality_check.Quality | None = None  # int8 and bf16: the check on held-out clips
 
     @property
     def passed(self) -> bool | None:
+        if self.quality is not None:
+            return self.quality.passed
         return None if self.parity is None else self.parity.passed
 
     def as_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k != "parity"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("parity", "quality")}
         out["passed"] = self.passed
         out["parity"] = self.parity.as_dict() if self.parity else None
+        out["quality"] = self.quality.as_dict() if self.quality else None
         return out
 
 
@@ -105,17 +112,25 @@ def export(
     clips: dict[str, np.ndarray] | None = None,
     progress=None,
     include_preprocessing: bool = False,
+    lower: lowp.Options | None = None,
+    clip_frames: int | None = None,
 ) -> ExportResult:
     """Exports SRC to DST in `format` (default: from DST's suffix); with `validate`, the artifact is run
     by its runtime on the validator's clips and must match torch within `tolerance`, else ParityError and
     nothing at DST. `frames` and `size` fix the input shape; left out, T, H and W stay free. `clips`
     (torch layout, by name) replace the validator's default inputs. With `include_preprocessing`, the
     artifact takes uint8 frames (N, T, H, W, 3): T fixed (default: the clip length), H and W free unless
-    `size` is given, checked on decoded frames."""
+    `size` is given, checked on decoded frames. `lower` asks for an int8 or bf16 artifact (`lowp`): it is
+    checked on held-out real clips of `clip_frames` frames (default: `frames`, else 16) against the
+    float32 torch model, and written only if its logits' cosine meets the bound."""
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
     fmt = format_for(dst, format)
     check_format_installed(fmt)  # before any framework is imported: bad input fails fast
+    lower = lower or lowp.Options()
+    lowp.refuse_early(
+        fmt, lower, size=size, raw=include_preprocessing, validate=validate, tolerance=tolerance, videos=videos
+    )
     final = targets(fmt, dst)
     atomic.check_targets(final, force)
     tolerance = validator.default_tolerance(include_preprocessing) if tolerance is None else tolerance
@@ -135,21 +150,62 @@ def export(
     model = keras_model_for(variant, state, fold_bn, include_preprocessing)
     shape = [None, frames, *(size or (None, None)), 3]
     result = ExportResult(str(src), str(dst), fmt.name, variant.name, variant.num_classes, fold_bn, shape)
+    result.precision = lower.precision
+    clip_frames = clip_frames or frames or spec.Preprocessing().frames
     result.seconds["load"] = time.perf_counter() - start
     dtype, name = ("uint8", "frames") if include_preprocessing else ("float32", INPUT)
     signature = [keras.InputSpec(shape=tuple(shape), dtype=dtype, name=name)]
     with atomic.staging(dst) as folder:
         staged_main = folder / dst.name
         t = time.perf_counter()
+        float_main = staged_main
+        if lower.precision == "int8":  # the float artifact is staged aside, then quantized into place
+            float_main = folder / "float" / dst.name
+            float_main.parent.mkdir()
         try:
-            staged = fmt.export(model, staged_main, signature)
+            staged = fmt.export(model, float_main, signature)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{fmt.name} export of {variant.name} failed: {first}") from exc
         result.seconds["export"] = time.perf_counter() - t
-        runner = fmt.runner(staged_main)
+        quantized, calibrated = None, None
+        if lower.precision == "int8":
+            t = time.perf_counter()
+            quantized, calibrated = lowp.quantize_staged(
+                fmt, variant, float_main, staged_main, lower, frames=clip_frames, raw=include_preprocessing
+            )
+            staged = quantized.paths
+            result.seconds["quantize"] = time.perf_counter() - t
+        runner = fmt.runner(staged_main, **lowp.runner_options(fmt, lower))
         result.runtime, result.signature = runner.runtime, runner.signature.as_dict()
-        if validate:
+        if validate and lower.lower:
+            from vrconvert.converter.conversion.torch_model import torch_model_from_state
+
+            t = time.perf_counter()
+            result.quality = lowp.check(
+                variant,
+                torch_model_from_state(variant, state),
+                runner,
+                rt.prepare("cpu"),
+                lower,
+                frames=clip_frames,
+                raw=include_preprocessing,
+                videos=videos,
+                quantized=quantized,
+                calibrated=calibrated,
+            )
+            result.seconds["validate"] = time.perf_counter() - t
+            if fmt.name == "openvino":
+                result.notes.append(lowp.BF16_NOTE if lower.precision == "bf16" else lowp.F32_NOTE)
+            if not result.quality.passed:
+                worst = result.quality.worst
+                error = ParityError(
+                    f"quality check failed: {lower.precision} {fmt.name} artifact ({runner.runtime}) reaches "
+                    f"cosine {worst.cosine:.6f} < --min-cosine {lower.bound:g} on {worst.input}; nothing was written"
+                )
+                error.quality = result.quality  # the CLI prints the check's table before the verdict
+                raise error
+        elif validate:
             t = time.perf_counter()
             if clips is None and include_preprocessing:  # decoded frames, any size: the real clips too
                 has_av = importlib.util.find_spec("av") is not None
