@@ -26,19 +26,26 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
         from vrconvert.converter.parity.runtime import select_backend_for_files
 
         select_backend_for_files()
-        from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
-        from vrconvert.models_tf.preprocessing import has_preprocessing
+        from vrconvert.converter.formats import keras_file
 
-        variant, model = keras_weights.load_keras_model(file, arch)
+        read = keras_file.read(file, arch, values=False)  # a model as vrconvert writes it: no Keras needed
+        if read is not None:
+            variant, frames_in, dtypes = read[0], False, ["float32"]  # read() takes float32 weights only
+        else:
+            from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
+            from vrconvert.models_tf.preprocessing import has_preprocessing
+
+            variant, model = keras_weights.load_keras_model(file, arch)
+            frames_in, dtypes = has_preprocessing(model), sorted({str(v.dtype) for v in model.weights})
         info = {
             "file": str(file),
             "format": keras_io.keras_suffix(file),
             "arch": variant.name,
             "num_classes": variant.num_classes,
             "input": FRAMES_IN
-            if has_preprocessing(model)
+            if frames_in
             else "normalised float32 clips (N, T, H, W, 3): apply the Kinetics transform first",
-            "dtypes": sorted({str(v.dtype) for v in model.weights}),
+            "dtypes": dtypes,
             "hash_check": None,
             "notes": [],
         }
