@@ -105,7 +105,9 @@ def read(path: Path, arch: str | None = None, *, values: bool = True):
                             return None
                         found[f"{layer}/{var}"] = dataset[()] if values else tuple(dataset.shape)
         shapes = {key: tuple(np.shape(v)) if values else v for key, v in found.items()}
-        variant = accounting.detect(accounting.torch_shapes_of(shapes), arch, _activation(config))
+        # the model's name is its variant's (the gate below requires it): detection tries that one alone
+        named = config["config"]["name"] if config["config"]["name"] in spec.VARIANTS else None
+        variant = accounting.detect(accounting.torch_shapes_of(shapes), arch or named, _activation(config))
     except (OSError, KeyError, TypeError, ValueError, AttributeError, zipfile.BadZipFile, EOFError, InputError):
         return None
     if _normalised(config) != _normalised(keras_config.model_config(variant)):
