@@ -72,10 +72,15 @@ run_py = _load("bench_run", HERE / "run.py")  # timed(), machine(), describe()
 profiles_py = _load("install_profiles", ROOT / "tools" / "install_profiles.py")  # the profiles' rows
 
 
-def install(name: str, wheel: Path, log) -> Path:
-    """A fresh venv with `wheel[extras]` of the install profile `name` (torch==2.13.0 first where wanted)."""
-    profile = next(p for p in profiles_py.PROFILES if p.name == name)
-    path = WORK / name
+def profile_of(label: str):
+    """The install profile row of a venv label (`P1`, or `P1-baseline` for the baseline wheel's)."""
+    return next(p for p in profiles_py.PROFILES if p.name == label.split("-")[0])
+
+
+def install(label: str, wheel: Path, log) -> Path:
+    """A fresh venv with `wheel[extras]` of the install profile `label` (torch==2.13.0 first where wanted)."""
+    profile = profile_of(label)
+    path = WORK / label
     shutil.rmtree(path, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, stdout=log, stderr=log)
     pip = [str(path / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -105,13 +110,15 @@ def cases(venvs: dict[str, Path], ckpt: Path, keras: Path, out: Path) -> dict[tu
     rows: dict[tuple[str, str], list[str]] = {}
     for name, path in venvs.items():
         exe, py = str(path / "bin" / "vrconvert"), str(path / "bin" / "python")
-        has_torch = next(p for p in profiles_py.PROFILES if p.name == name).torch
+        has_torch = profile_of(name).torch
         rows[(name, "torch2keras --no-validate")] = [exe, "torch2keras", "--no-validate", "--force", str(ckpt),
                                                      str(out / f"{name}.keras")]  # fmt: skip
         if has_torch:
             rows[(name, "keras2torch")] = [exe, "keras2torch", "--force", str(keras), str(out / f"{name}.pth")]
         rows[(name, "inspect x.keras")] = [exe, "inspect", str(keras)]
         rows[(name, "inspect x.pth")] = [exe, "inspect", str(ckpt)]
+        if name.endswith("-baseline"):  # the floors are measured once, in the profile's own venv
+            continue
         if has_torch:
             rows[(name, "floor: torch2keras")] = [py, "-c", FLOOR_TORCH, str(ckpt), str(out / f"{name}-floor.h5")]
             rows[(name, "floor: keras2torch")] = [py, "-c", FLOOR_K2T, str(keras), str(out / f"{name}-floor.pth")]
@@ -213,6 +220,8 @@ def markdown(doc: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds instead of 5")
+    parser.add_argument("--rounds", type=int, help="rounds (default 5, 2 with --quick)")
+    parser.add_argument("--baseline", type=Path, help="also measure this wheel's commands (as P1-baseline, ...)")
     parser.add_argument("--profiles", nargs="*", default=["P1", "P2"])
     parser.add_argument("--wheel", type=Path, help="measure this wheel instead of one built from the tree")
     parser.add_argument("--out", type=Path, default=HERE)
@@ -231,21 +240,23 @@ def main() -> None:
                            stdout=log, stderr=log)  # fmt: skip
             (wheel,) = folder.glob("vrconvert-*.whl")
         print("installing", ", ".join(args.profiles), "...", file=sys.stderr, flush=True)
+        wheels = dict.fromkeys(args.profiles, wheel)
+        wheels |= {f"{name}-baseline": args.baseline.resolve() for name in args.profiles if args.baseline}
         venvs = {
-            name: WORK / name
-            if args.reuse and (WORK / name / "bin" / "vrconvert").exists()
-            else install(name, wheel, log)
-            for name in args.profiles
+            name: WORK / name if args.reuse and (WORK / name / "bin" / "vrconvert").exists() else install(name, w, log)
+            for name, w in wheels.items()
         }
     ckpt, keras = fixtures(WORK / "files")
     print("measuring ...", file=sys.stderr, flush=True)
-    results = measure(cases(venvs, ckpt, keras, WORK / "files"), 2 if args.quick else 5)
+    rounds = args.rounds or (2 if args.quick else 5)
+    results = measure(cases(venvs, ckpt, keras, WORK / "files"), rounds)
     doc = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": run_py.machine(),
         "load": [load_start, os.getloadavg()[0]],
-        "reps": 2 if args.quick else 5,
+        "reps": rounds,
         "wheel": wheel.name if not args.wheel else str(args.wheel),
+        "baseline": str(args.baseline) if args.baseline else None,
         "checkpoint_mb": ckpt.stat().st_size / 1e6,
         "rows": summarise(results),
     }
