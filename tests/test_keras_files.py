@@ -140,3 +140,10 @@ def test_file_commands_import_no_framework_for_keras(tmp_path, torch):
     for key, value in state.items():  # torch's step counters come back as 0 (Keras has none)
         expected = 0 if key.endswith(mapping.TORCH_ONLY_SUFFIX) else value
         np.testing.assert_array_equal(back[key].numpy(), expected, err_msg=key)
+
+
+def test_record_attributes_it_does_not_know_go_through_keras(monkeypatch):
+    """A layer-record field this spelling was never checked against, set to other than its default: Keras."""
+    monkeypatch.setattr(keras_config, "FIELDS", keras_config.FIELDS - {"mid"})
+    assert not keras_config.supported(spec.get("r2plus1d_18"))  # factorised convs: mid=True
+    assert keras_config.supported(spec.get("r3d_18"))  # every record leaves `mid` at its default

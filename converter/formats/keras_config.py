@@ -9,6 +9,8 @@ that comparison ran on: with any other, callers go through Keras itself.
 
 from __future__ import annotations
 
+import dataclasses
+
 from vrconvert.converter.arch import spec
 from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
 
@@ -17,6 +19,11 @@ VERIFIED_KERAS = ("3.15.1",)
 SHARED_DTYPE_ID = 140000000000000
 ACTIVATIONS = {"mish": "mish", "hard_swish": "hard_silu", "sigmoid": "sigmoid", "softmax": "softmax"}
 OPS = frozenset({"conv", "bn", "act", "pool", "maxpool", "gap", "add", "mul", "avgpool", "dense"})
+# The layer-record attributes the spelling below reads or knows to leave Keras' config alone.
+FIELDS = frozenset(
+    {"name", "op", "inputs", "channels_in", "channels_out", "kernel", "stride", "padding", "bias", "activation"}
+    | {"mid", "padding_mode", "epsilon", "momentum"}
+)
 # The variables of each weighted Keras class, in the order Keras creates and saves them.
 VARIABLES = {
     "Conv3D": ("kernel", "bias"),
@@ -37,12 +44,20 @@ def keras_version() -> str | None:
         return None
 
 
+def _spelled(layer: Layer) -> bool:
+    """A record this module spells: a known op and activation, and no attribute it does not know of set
+    (a field added to the records later means a Keras option this spelling was never checked for)."""
+    unknown = [f for f in dataclasses.fields(layer) if f.name not in FIELDS]
+    return (
+        layer.op in OPS
+        and (layer.op != "act" or layer.activation == "relu" or layer.activation in ACTIVATIONS)
+        and all(getattr(layer, f.name) == f.default for f in unknown)
+    )
+
+
 def supported(arch: spec.Arch) -> bool:
     """Whether this module spells `arch`'s config for the installed Keras."""
-    return keras_version() in VERIFIED_KERAS and all(
-        layer.op in OPS and (layer.op != "act" or layer.activation == "relu" or layer.activation in ACTIVATIONS)
-        for layer in expand(arch)
-    )
+    return keras_version() in VERIFIED_KERAS and all(_spelled(layer) for layer in expand(arch))
 
 
 def _initializer(name: str, config: dict | None = None) -> dict:
