@@ -8,6 +8,8 @@ I/O floor's wall time with peak RSS <= 1.5 GB; validate's overhead <= 15% over i
 `vrconvert --help` <= 0.5 s. Options: --quick (fewer repetitions), --skip PART, --only PART.
 
 Inference alone (about 10-15 minutes on an idle 2-core machine): `.venv/bin/python benchmarks/run.py --only inference`.
+The file commands in the P1 and P2 installs against their floors (fresh venvs from the wheel):
+`--only files` (benchmarks/files.py, its own table benchmarks/files.md).
 """
 
 from __future__ import annotations
@@ -358,7 +360,17 @@ def main() -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["inference", "conversion", "validation", "startup", "evaluate", "export", "preprocessing", "lowp"],
+        choices=[
+            "inference",
+            "conversion",
+            "validation",
+            "startup",
+            "evaluate",
+            "export",
+            "preprocessing",
+            "lowp",
+            "files",
+        ],
         help="measure only this part (repeatable); the other parts of results.json are kept, with their dates",
     )
     parser.add_argument("--out", type=Path, default=HERE)
@@ -397,11 +409,7 @@ def main() -> None:
         table = markdown(results)
         (args.out / "results.md").write_text(table + "\n")
         print(table)
-    for part in (
-        "export",
-        "preprocessing",
-        "lowp",
-    ):  # their own tables: benchmarks/export.md, preprocessing.md, lowp.md
+    for part in ("export", "preprocessing", "lowp", "files"):  # their own tables: benchmarks/PART.md
         if not args.only or part in args.only:
             command = [PY, str(HERE / f"{part}.py"), "--out", str(args.out)] + ["--quick"] * args.quick
             subprocess.run(command, check=True, env=ENV)

@@ -21,7 +21,7 @@ from vrconvert.converter.conversion import keras_projects
 from vrconvert.converter.conversion.result import Result
 from vrconvert.converter.conversion.torch_model import load_state
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import checkpoint, keras_io
+from vrconvert.converter.formats import checkpoint, keras_config, keras_file, keras_io
 from vrconvert.converter.formats.output import atomic_path, check_target
 from vrconvert.converter.parity import validate as validator
 
@@ -75,14 +75,6 @@ def torch_to_keras(
         why = "with --fold-bn" if fold_bn else "to .weights.h5 (no config to carry it)"
         raise InputError(f"{dst}: --include-preprocessing cannot be written {why}; write a .keras or .h5")
     ckpt, variant = load_state(src, arch)
-    tolerance = validator.default_tolerance(include_preprocessing) if tolerance is None else tolerance
-    from vrconvert.models_tf import fold  # lazy: Keras
-    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
-
-    if fold_bn:
-        model = fold.build_folded(variant, ckpt.state)
-    else:
-        model = keras_weights.build_model(variant, ckpt.state, include_preprocessing=include_preprocessing)
     result = Result(
         src=str(src),
         dst=str(dst),
@@ -94,6 +86,19 @@ def torch_to_keras(
         notes=ckpt.notes,
         hash_check=ckpt.hash_check,
     )
+    if suffix != ".h5" and not (validate or fold_bn or include_preprocessing) and keras_config.supported(variant):
+        with atomic_path(dst, suffix) as tmp:  # the file Keras would write, without building the model
+            keras_file.write(tmp, variant, ckpt.state)
+        result.seconds = time.perf_counter() - start
+        return result
+    tolerance = validator.default_tolerance(include_preprocessing) if tolerance is None else tolerance
+    from vrconvert.models_tf import fold  # lazy: Keras
+    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
+
+    if fold_bn:
+        model = fold.build_folded(variant, ckpt.state)
+    else:
+        model = keras_weights.build_model(variant, ckpt.state, include_preprocessing=include_preprocessing)
     if validate:
         clips = clips or default_clips(raw=include_preprocessing)
         result.parity = validator.check_conversion(variant, ckpt.state, model, clips, tolerance)
@@ -120,9 +125,12 @@ def keras_to_torch(
     src = Path(src)
     if keras_projects.is_project_file(src):
         return keras_projects.project_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force)
-    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
+    read = keras_file.read(src, arch)  # a model as vrconvert writes it, read without Keras; else None
+    if read is None:
+        from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
-    variant, variables = keras_weights.read_keras_file(src, arch, num_classes)
+        read = keras_weights.read_keras_file(src, arch, num_classes)
+    variant, variables = read
     notes = []
     if keras_io.takes_frames(src):  # a state dict has no input contract: say how to keep the Keras file's
         notes.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 from vrconvert.converter.arch import accounting
 from vrconvert.converter.arch.layers import count_params, expand
 from vrconvert.converter.errors import InputError
-from vrconvert.converter.formats import checkpoint, keras_io
+from vrconvert.converter.formats import checkpoint, keras_file, keras_io
 
 FRAMES_IN = "uint8 frames (N, T, H, W, 3) of any HxW; torchvision's Kinetics transform is in the model"
 CLIPS_IN = "normalised float32 clips ({layout}): apply the Kinetics transform first"
@@ -36,18 +36,23 @@ def _keras(file: Path, arch: str | None) -> dict:
     from vrconvert.converter.backends import select_backend_for_files
 
     select_backend_for_files()
-    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
-    from vrconvert.models_tf.preprocessing import has_preprocessing
+    read = keras_file.read(file, arch, values=False)  # a model as vrconvert writes it: no Keras needed
+    if read is not None:
+        variant, frames_in, dtypes = read[0], False, ["float32"]  # read() takes float32 weights only
+    else:
+        from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
+        from vrconvert.models_tf.preprocessing import has_preprocessing
 
-    variant, model = keras_weights.load_keras_model(file, arch)
+        variant, model = keras_weights.load_keras_model(file, arch)
+        frames_in, dtypes = has_preprocessing(model), sorted({str(v.dtype) for v in model.weights})
     return {
         "file": str(file),
         "format": keras_io.keras_suffix(file),
         "variant": variant,
         "arch": variant.name,
         "num_classes": variant.num_classes,
-        "input": FRAMES_IN if has_preprocessing(model) else CLIPS_IN.format(layout="N, T, H, W, 3"),
-        "dtypes": sorted({str(v.dtype) for v in model.weights}),
+        "input": FRAMES_IN if frames_in else CLIPS_IN.format(layout="N, T, H, W, 3"),
+        "dtypes": dtypes,
         "hash_check": None,
         "notes": [],
     }
