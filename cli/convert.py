@@ -111,14 +111,20 @@ def torch2keras(
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @arch_option
 @num_classes_option()
+@click.option(
+    "--head", default=None, metavar="NAME", help="The classifier layer, when more than one Dense could be it."
+)
 @force_option
 @json_option
-def keras2torch(src, dst, arch, num_classes, force, as_json) -> None:
-    """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors)."""
+def keras2torch(src, dst, arch, num_classes, head, force, as_json) -> None:
+    """Convert a Keras SRC (.keras, .h5, .weights.h5) to a torchvision state dict DST (.pth or .safetensors).
+
+    SRC may wrap a vrconvert backbone (nested, or its layers reused) with a head of any name: the head
+    becomes torchvision's `fc`."""
     from vrconvert.converter import backends
     from vrconvert.converter.conversion import convert
 
     backends.require("torch", *(["safetensors"] if dst.suffix == ".safetensors" else []))  # the writers
     backends.select_backend_for_files()
 
-    _report(convert.keras_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force), as_json)
+    _report(convert.keras_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force, head=head), as_json)

@@ -18,7 +18,7 @@ from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
 MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
 
 
-def apply_layer(layer: Layer, x, classifier_activation):
+def apply_layer(layer: Layer, x, classifier_activation, norm=keras.layers.BatchNormalization):
     name = keras_name(layer.name)
     if layer.op in ("conv", "pool") and any(layer.padding):
         x = keras.layers.ZeroPadding3D(tuple((p, p) for p in layer.padding), name=f"{name}_pad")(x)
@@ -29,9 +29,7 @@ def apply_layer(layer: Layer, x, classifier_activation):
             layer.channels_out, layer.kernel, strides=layer.stride, padding=padding, use_bias=layer.bias, name=name
         )(x)
     if layer.op == "bn":  # Keras' momentum is 1 - torch's
-        return keras.layers.BatchNormalization(axis=-1, epsilon=layer.epsilon, momentum=1 - layer.momentum, name=name)(
-            x
-        )
+        return norm(axis=-1, epsilon=layer.epsilon, momentum=1 - layer.momentum, name=name)(x)
     if layer.op == "maxpool":
         return keras.layers.MaxPooling3D(layer.kernel, layer.stride, padding=padding, name=name)(x)
     if layer.op == "act":
@@ -63,8 +61,10 @@ def build(
     include_preprocessing: bool = False,
     data_format: Literal["channels_last", "channels_first"] = "channels_last",
     preprocessing_resize: Literal["layer", "taps"] = "layer",
+    batchnorm: Literal["keras", "torch"] = "keras",
 ) -> keras.Model:
-    """An untrained Keras model of `arch`, in the style of `keras.applications`.
+    """An untrained Keras model of `arch`, in the style of `keras.applications` (`models_tf.build`, the
+    package's entry, also takes `weights=`: `models_tf.pretrained`).
 
     `classes` is the Keras applications spelling of `num_classes` (default 400). Unlike
     `keras.applications`, `classifier_activation` defaults to None: torchvision's models return
@@ -76,6 +76,8 @@ def build(
     files) or vrconvert's `TapsResize` (`"taps"`, for exported artifacts: every runtime rounds it alike).
     `data_format="channels_first"` runs channels-first inside (Keras' torch backend's own layout) behind
     the same (N, T, H, W, 3) input (`models_tf.layout`); save the channels-last model, not this one.
+    `batchnorm="torch"` builds vrconvert's `TorchBatchNormalization` (`models_tf.batchnorm`): training
+    updates the moving variance as torch does; the default is Keras' own layer.
     """
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
@@ -87,6 +89,9 @@ def build(
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"input_shape must be (T, H, W, 3) (channels last), not {shape}")
 
+    from vrconvert.models_tf.batchnorm import layer_class
+
+    norm = layer_class(batchnorm)  # "torch": the running variance updated as torch does (opt-in)
     inputs = keras.Input(shape=shape, name=INPUT)
     values = {INPUT: inputs}
     if include_preprocessing:  # raw frames in: the transform's output is the network's input
@@ -100,7 +105,7 @@ def build(
         if layer.op in MERGES:
             out = MERGES[layer.op](name=keras_name(layer.name))([values[n] for n in layer.inputs])
         else:
-            out = apply_layer(layer, values[layer.inputs[0]], classifier_activation)
+            out = apply_layer(layer, values[layer.inputs[0]], classifier_activation, norm)
         values[layer.name] = out
     x = out
     if not include_top and pooling == "avg":

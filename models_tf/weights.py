@@ -21,6 +21,7 @@ from vrconvert.converter.formats.keras_io import keras_suffix
 from vrconvert.converter.formats.output import atomic_path
 from vrconvert.models_tf import fold
 from vrconvert.models_tf.build import build
+from vrconvert.models_tf.walk import activation_of
 
 
 def build_model(
@@ -55,15 +56,18 @@ def shapes_of_model(model) -> dict[str, tuple[int, ...]]:
     return {v.path: tuple(v.shape) for v in model.weights}
 
 
-def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int | None = None):
+def load_keras_model(
+    path: str | Path, arch: str | None = None, num_classes: int | None = None, head: str | None = None
+):
     """(arch, model) from a `.keras`/`.h5` model (loaded as saved, safe mode on) or a `.weights.h5`
-    file (loaded into a freshly built model of the detected or given arch)."""
+    file (loaded into a freshly built model of the detected or given arch). A `.keras` model may wrap a
+    vrconvert backbone with a head of any name (`models_tf.nested`; `head` names it if need be)."""
     path = Path(path)
     suffix = keras_suffix(path)
     if suffix is None:
         raise InputError(f"{path}: expected a .keras, .h5 or .weights.h5 file")
     if path.exists():
-        keras_archive.check(path, arch)  # limits, names, dtypes and declared shapes, before Keras reads it
+        keras_archive.check(path, arch, head)  # limits, names, dtypes and declared shapes, before Keras reads it
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if suffix == ".weights.h5":
@@ -84,38 +88,26 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
             model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot load it as a Keras model: {limits.one_line(str(exc))}") from exc
-    detect = folding.detect if fold.is_folded(model) else accounting.detect  # folded: exactly its variables
-    variant = detect(
-        shapes_of_model(model) if detect is folding.detect else accounting.torch_shapes_of(shapes_of_model(model)),
-        arch,
-        activation_of(model),
-    )
-    return variant, model
+    if fold.is_folded(model):  # folded: exactly its variables
+        return folding.detect(shapes_of_model(model), arch, activation_of(model)), model
+    from vrconvert.models_tf import nested
+
+    return nested.find(model, arch, head)[0], model
 
 
-def activation_of(model) -> str | None:
-    """The network's activation as its config names it (the stem's first), in the spec's spelling."""
-    try:
-        layer = model.get_layer("stem_2")
-    except ValueError:
-        return None
-    if isinstance(layer, keras.layers.ReLU):
-        return "relu"
-    if isinstance(layer, keras.layers.Activation):
-        name = layer.get_config().get("activation")
-        return {"hard_silu": "hard_swish"}.get(name, name) if isinstance(name, str) else None
-    return None
-
-
-def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None):
-    """(arch, variables) of a Keras file, keyed by variable path (of an unfolded model: a folded one has
-    lost its BatchNorm statistics, which torch needs)."""
-    variant, model = load_keras_model(path, arch, num_classes)
+def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None, head: str | None = None):
+    """(arch, variables) of a Keras file, keyed by the mapping's variable paths (of an unfolded model: a
+    folded one has lost its BatchNorm statistics, which torch needs); a wrapped backbone's head as `fc`."""
+    variant, model = load_keras_model(path, arch, num_classes, head)
     if fold.is_folded(model):
         raise InputError(
             f"{path}: its BatchNorms are folded into the convs and cannot be unfolded; use the unfolded file"
         )
-    return variant, variables_of(model)
+    if Path(path).name.endswith(".weights.h5"):
+        return variant, variables_of(model)
+    from vrconvert.models_tf import nested
+
+    return nested.find(model, variant.name, head)
 
 
 def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None) -> spec.Arch:

@@ -161,15 +161,26 @@ def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:
     return [tuple(names) for names in frees]
 
 
-def build(arch: str | spec.Arch, num_classes: int | None = None, *, include_preprocessing: bool = False) -> VideoResNet:
-    """An untrained (torch-default-initialised) model of `arch`.
+def build(
+    arch: str | spec.Arch,
+    num_classes: int | None = None,
+    *,
+    include_preprocessing: bool = False,
+    weights: str | None = None,
+) -> VideoResNet:
+    """A model of `arch`, torch-default-initialised or with a file's weights.
 
     Args:
         arch: a variant name (`vrconvert list`) or a spec record.
-        num_classes: the head's width; None keeps the variant's own (as `models_tf.build` does).
+        num_classes: the head's width; None keeps the variant's own (as `models_tf.build` does), or the
+            file's with `weights`; another width than the file's gets a fresh head, said in one warning.
         include_preprocessing: fed uint8 frames (N, T, H, W, 3), torchvision's transform in front.
+        weights: a `.pth`/`.pt`/`.safetensors` checkpoint or the pretrained name "kinetics400"; every
+            backbone tensor is accounted for strictly (missing, unexpected, mismatched are errors).
     """
     variant = spec.get(arch) if isinstance(arch, str) else arch
+    if weights is not None:
+        return _with_weights(variant, weights, num_classes, include_preprocessing)
     variant = variant.with_classes(num_classes or variant.num_classes)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
@@ -194,3 +205,27 @@ def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
     out = PreprocessedVideoResNet(model.arch, model.layers)
     out.load_state_dict(model.state_dict(), strict=True)
     return out.to(next(model.parameters()).device).train(model.training)
+
+
+def _with_weights(variant: spec.Arch, weights, num_classes: int | None, include_preprocessing: bool) -> VideoResNet:
+    """`build` with a file's weights: the backbone strictly, the head kept only at the file's width."""
+    import numpy as np
+
+    from vrconvert.converter.arch import accounting, mapping
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.formats import checkpoint, weights_source
+    from vrconvert.converter.formats.keras_io import keras_suffix
+
+    path = weights_source.resolve(weights, variant)
+    if keras_suffix(path) is not None:
+        raise InputError(f"{weights}: a Keras file; convert it first (vrconvert keras2torch {path.name} OUT.pth)")
+    state = checkpoint.read_checkpoint(path).state
+    file_arch = weights_source.backbone_arch(variant, accounting.shapes_of(state), str(weights))
+    has_head = "fc.weight" in state
+    plan = weights_source.plan(file_arch, has_head, True, num_classes, str(weights))
+    model = build(plan.arch, plan.arch.num_classes, include_preprocessing=include_preprocessing)
+    kept = state if plan.load_head else weights_source.backbone_state(state)
+    fresh = {} if plan.load_head else {k: model.state_dict()[k].numpy() for k in weights_source.HEAD_KEYS}
+    full = mapping.complete(plan.arch, {**kept, **fresh})  # num_batches_tracked where the file has none
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in full.items()}, strict=True)
+    return model

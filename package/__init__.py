@@ -31,8 +31,9 @@ def state_dict_to_keras(state, arch: str | None = None):
     return run(state, arch)
 
 
-def keras_to_state_dict(model, arch: str | None = None):
-    """In memory: a vrconvert Keras model -> torchvision state dict of numpy arrays."""
+def keras_to_state_dict(model, arch: str | None = None, head: str | None = None):
+    """In memory: a vrconvert Keras model, or a model around a vrconvert backbone with its own head, ->
+    torchvision state dict of numpy arrays (the head becomes `fc`; `head` names it if need be)."""
     from vrconvert.converter.conversion.convert import keras_to_state_dict as run
 
-    return run(model, arch)
+    return run(model, arch, head)

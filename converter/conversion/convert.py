@@ -38,14 +38,13 @@ def state_dict_to_keras(state: dict, arch: str | None = None):
     return keras_weights.build_model(variant, arrays)
 
 
-def keras_to_state_dict(model, arch: str | None = None) -> dict[str, np.ndarray]:
-    """In memory: a vrconvert Keras model -> a torchvision state dict of numpy arrays (in order)."""
-    from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
+def keras_to_state_dict(model, arch: str | None = None, head: str | None = None) -> dict[str, np.ndarray]:
+    """In memory: a vrconvert Keras model, or one built around a vrconvert backbone (nested, or its layers
+    reused) with a head of any name, -> a torchvision state dict of numpy arrays (in order); the head
+    becomes `fc` (`head` names it when more than one Dense could be it)."""
+    from vrconvert.models_tf import nested  # lazy: Keras
 
-    variant = accounting.detect(
-        accounting.torch_shapes_of(keras_weights.shapes_of_model(model)), arch, keras_weights.activation_of(model)
-    )
-    return mapping.to_torch(variant, keras_weights.variables_of(model))
+    return nested.locate(model, arch, head)[1]
 
 
 def torch_to_keras(
@@ -116,20 +115,27 @@ def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112), raw: boo
 
 
 def keras_to_torch(
-    src: str | Path, dst: str | Path, *, arch: str | None = None, num_classes: int | None = None, force: bool = False
+    src: str | Path,
+    dst: str | Path,
+    *,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    force: bool = False,
+    head: str | None = None,
 ) -> Result:
-    """Converts a `.keras`/`.h5`/`.weights.h5` file to a torchvision state dict (`.pth` or `.safetensors`)."""
+    """Converts a `.keras`/`.h5`/`.weights.h5` file to a torchvision state dict (`.pth` or `.safetensors`);
+    a backbone wrapped with its user's head converts too (`head` names it when more than one could be)."""
     start = time.perf_counter()
     dst = Path(dst)
     suffix = check_target(dst, force, checkpoint.TORCH_SUFFIXES)
     src = Path(src)
     if keras_projects.is_project_file(src):
         return keras_projects.project_to_torch(src, dst, arch=arch, num_classes=num_classes, force=force)
-    read = keras_file.read(src, arch)  # a model as vrconvert writes it, read without Keras; else None
+    read = None if head else keras_file.read(src, arch)  # a model as vrconvert writes it, read without Keras
     if read is None:
         from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
-        read = keras_weights.read_keras_file(src, arch, num_classes)
+        read = keras_weights.read_keras_file(src, arch, num_classes, head)
     variant, variables = read
     notes = []
     if keras_io.takes_frames(src):  # a state dict has no input contract: say how to keep the Keras file's

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import accounting, folding
+from vrconvert.converter.arch import accounting, folding, heads
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import h5safe, zip_members
 from vrconvert.converter.formats.gate import regular_file
@@ -53,6 +53,12 @@ LAYER_CLASSES = frozenset(
         "TimeDistributed",
     }
 )
+# What wraps a backbone (`build(include_top=False)` plus the user's head): nested models and the weightless
+# layers a head is made with; anything else around a backbone is refused by name when the model is read.
+CONTAINER_CLASSES = frozenset({"Functional", "Sequential"})
+CONTAINER_MODULES = frozenset({"keras.src.models.functional", "keras.src.models.sequential", "keras", None})
+WRAPPER_CLASSES = frozenset({"Dropout", "SpatialDropout3D", "Flatten"})
+KERAS_NESTING = 4  # models within models: a wrapped backbone is 1
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -62,7 +68,7 @@ def _refuse(path: Path, why: str) -> InputError:
     return InputError(f"{path}: refused before loading: {why}")
 
 
-def check(path: Path, arch: str | None = None) -> None:
+def check(path: Path, arch: str | None = None, head: str | None = None) -> None:
     """Raises a one-line InputError unless the Keras file at `path` is within every limit and its
     declared layers fit a known architecture (`arch` when given)."""
     regular_file(path)
@@ -71,7 +77,7 @@ def check(path: Path, arch: str | None = None) -> None:
         if name.endswith(".weights.h5"):
             check_weights_h5(path)
         elif name.endswith(".keras"):
-            _check_keras_zip(path, arch)
+            _check_keras_zip(path, arch, head)
         elif name.endswith(".h5"):
             _check_legacy_h5(path, arch)
     except InputError as exc:
@@ -81,7 +87,7 @@ def check(path: Path, arch: str | None = None) -> None:
         raise _refuse(path, f"unreadable ({type(exc).__name__}: {limits.one_line(str(exc))})") from exc
 
 
-def _check_keras_zip(path: Path, arch: str | None) -> None:
+def _check_keras_zip(path: Path, arch: str | None, head: str | None = None) -> None:
     with zipfile.ZipFile(path) as archive:
         infos = archive.infolist()
         limits.check("the number of archive members", len(infos), limits.KERAS_MEMBERS)
@@ -99,7 +105,7 @@ def _check_keras_zip(path: Path, arch: str | None) -> None:
         with archive.open(config_info) as member:
             text = member.read(limits.KERAS_CONFIG_BYTES + 1)
         limits.check("config.json", len(text), limits.KERAS_CONFIG_BYTES, " bytes")
-        shapes = _declared_shapes(json.loads(text), arch)
+        shapes = _declared_shapes(json.loads(text), arch, head=head)
         weights = names["model.weights.h5"]
         most = 8 * sum(_numel(s) for s in shapes.values()) + 16 * limits.MIB  # float64 at most, plus HDF5's own
         limits.check("model.weights.h5", weights.file_size, most, " bytes")
@@ -234,25 +240,29 @@ def _check_resizing(cfg, name: str) -> None:
         _int(cfg.get("width"), f"layer {limits.brief(name)}'s width", limits.VIDEO_SIDE)
 
 
-def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> dict[str, tuple[int, ...]]:
+def _declared_shapes(
+    config, arch: str | None, stored: dict | None = None, head: str | None = None
+) -> dict[str, tuple[int, ...]]:
     """The weight shapes a Functional model's config declares, by variable path, after checking each
     layer; they must fit a known architecture (detected exactly as for a torch checkpoint). A legacy
     `.h5` config records no input shapes: there a layer's input channels are read from its `stored`
     weights (the declared kernel sizes, filters and units must then agree with them)."""
-    if not isinstance(config, dict) or config.get("class_name") != "Functional":
+    if not isinstance(config, dict) or config.get("class_name") not in CONTAINER_CLASSES:
         raise InputError("not a Keras functional model")
-    layers = config.get("config", {}).get("layers") if isinstance(config.get("config"), dict) else None
-    if not isinstance(layers, list):
-        raise InputError("a model config without a layer list")
+    layers = _flattened(config)
     limits.check("the number of layers", len(layers), limits.H5_OBJECTS)
     shapes: dict[str, tuple[int, ...]] = {}
+    kinds: dict[str, str] = {}
     activation = None
     for layer in layers:
         if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
             raise InputError("a malformed layer in the config")
         kind, cfg = layer.get("class_name"), layer["config"]
         name = cfg.get("name")
-        if kind not in LAYER_CLASSES or layer.get("module", "keras.layers") not in ("keras.layers", None):
+        if kind not in LAYER_CLASSES | WRAPPER_CLASSES or layer.get("module", "keras.layers") not in (
+            "keras.layers",
+            None,
+        ):
             raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
         if not isinstance(name, str) or not name:
             raise InputError("a layer without a name")
@@ -273,6 +283,7 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
         if kind not in ("Conv3D", "Dense", "BatchNormalization"):
             continue
+        kinds[name] = kind
         build = layer.get("build_config") or {}
         shape = build.get("input_shape") if isinstance(build, dict) else None
         if (not isinstance(shape, list) or not shape) and stored is not None:
@@ -301,6 +312,7 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
                     shapes[f"{name}/{var}"] = (channels,)
             shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
     limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
+    shapes = _head_as_fc(shapes, kinds, head)  # a backbone may be wrapped with a head of its user's naming
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
     model_name = config["config"].get("name")
     if isinstance(model_name, str) and model_name.endswith(folding.FOLDED_SUFFIX):  # detected by its own rule
@@ -308,3 +320,38 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
     else:
         accounting.detect(accounting.torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
     return shapes
+
+
+def _flattened(config, depth: int = 0) -> list:
+    """The layer configs of a Functional or Sequential model, nested models' layers in their place
+    (a wrapped backbone), at most `limits.KERAS_NESTING` deep."""
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    if not isinstance(layers, list):
+        raise InputError("a model config without a layer list")
+    out = []
+    for layer in layers:
+        if isinstance(layer, dict) and layer.get("class_name") in CONTAINER_CLASSES:
+            if layer.get("module") not in CONTAINER_MODULES:
+                raise InputError(f"a nested model from module {limits.brief(layer.get('module'))}")
+            if depth + 1 > KERAS_NESTING:
+                raise InputError(f"models nested more than {KERAS_NESTING} deep")
+            out += _flattened(layer, depth + 1)
+        else:
+            out.append(layer)
+    return out
+
+
+def _head_as_fc(shapes: dict[str, tuple[int, ...]], kinds: dict[str, str], head: str | None) -> dict:
+    """The declared shapes with the head (found by its role, `converter.arch.heads`) named `fc`."""
+    weighted = [
+        heads.Weighted(
+            name=name,
+            kind=kind,
+            shapes={p.rsplit("/", 1)[1]: shape for p, shape in shapes.items() if p.rsplit("/", 1)[0] == name},
+        )
+        for name, kind in kinds.items()
+    ]
+    found = heads.find_head(weighted, head)
+    heads.refuse_foreign(weighted, found)
+    return heads.renamed(weighted, found)

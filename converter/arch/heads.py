@@ -1,0 +1,93 @@
+"""A classifier head found by its role, not its name.
+
+Users build around a backbone the Keras way (`build(include_top=False)`, then `Dense(K, name="anything")`,
+perhaps after Dropout or pooling). torchvision's model has one head, `fc`. Among a model's weighted
+layers the backbone's are named after torchvision's modules; the head is the one Dense layer that is
+not a backbone layer (or the one the user names), and is renamed `fc` so the usual mapping applies.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from vrconvert.converter.arch import spec
+from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.errors import InputError
+
+HEAD = "fc"  # torchvision's name for the classifier, and the Keras builder's
+
+
+@dataclass(frozen=True, kw_only=True)
+class Weighted:
+    """One layer that owns weights: its name, its Keras class and its variables' shapes."""
+
+    name: str
+    kind: str
+    shapes: dict[str, tuple[int, ...]]
+
+
+@functools.cache
+def _backbone_dense_names() -> frozenset[str]:
+    """Dense layers that belong inside a backbone (squeeze-excitation's), in every known variant."""
+    return frozenset(
+        keras_name(layer.name)
+        for variant in spec.VARIANTS.values()
+        for layer in expand(variant)
+        if layer.op == "dense" and layer.name != HEAD
+    )
+
+
+@functools.cache
+def _known_names() -> frozenset[str]:
+    """Every weighted layer name a known variant's backbone has."""
+    return frozenset(
+        keras_name(layer.name)
+        for variant in spec.VARIANTS.values()
+        for layer in expand(variant)
+        if layer.has_weights and layer.name != HEAD
+    )
+
+
+def refuse_foreign(layers: list[Weighted], head: str | None) -> None:
+    """One line naming the first weighted layer that is neither the head nor a backbone layer."""
+    for layer in layers:
+        if layer.name != head and layer.name not in _known_names():
+            raise InputError(
+                f"layer {layer.name} ({layer.kind}) has no counterpart in torchvision's model; it cannot be converted"
+            )
+
+
+def find_head(layers: list[Weighted], head: str | None = None) -> str | None:
+    """The name of the head among `layers` (None when there is none), or a one-line InputError when the
+    named head is absent or not a Dense layer, or when more than one Dense could be it."""
+    by_name = {layer.name: layer for layer in layers}
+    if head is not None:
+        chosen = by_name.get(head)
+        if chosen is None:
+            raise InputError(f"--head {head}: no layer of that name holds weights ({_some(list(by_name))})")
+        if chosen.kind != "Dense":
+            raise InputError(f"--head {head}: a {chosen.kind} layer, not a Dense one")
+        return head
+    candidates = [layer.name for layer in layers if layer.kind == "Dense" and layer.name not in _backbone_dense_names()]
+    if len(candidates) > 1:
+        raise InputError(f"more than one layer could be the head ({', '.join(candidates)}); pass --head NAME")
+    return candidates[0] if candidates else None
+
+
+def renamed(layers: list[Weighted], head: str | None) -> dict[str, tuple[int, ...]]:
+    """Every variable's shape keyed `layer/var`, the head's layer named `fc`; a backbone that kept its own
+    `fc` beside another chosen head is refused in one line (torch's model has room for one)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in layers:
+        name = HEAD if layer.name == head else layer.name
+        if name == HEAD and layer.name != head and head is not None:
+            raise InputError(f"layer {layer.name} is a second classifier besides the head {head}; torch has one fc")
+        for var, shape in layer.shapes.items():
+            shapes[f"{name}/{var}"] = tuple(shape)
+    return shapes
+
+
+def _some(names: list[str], limit: int = 6) -> str:
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return "layers with weights: " + ", ".join(names[:limit]) + more if names else "no layer holds weights"
