@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter import parity
-from vrconvert.converter.arch import folding, spec
-from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.arch import folding
+from vrconvert.converter.arch.families import Variant, expand
+from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.parity.runtime import Runtime
@@ -198,7 +199,7 @@ def run_cases(torch_model, keras_run, clips: dict[str, np.ndarray], runtime: Run
         yield parity.compare(name, expected, got, t_torch, time.perf_counter() - start)
 
 
-def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, runtime: Runtime) -> list[LayerDiff]:
+def layer_diffs(arch: Variant, torch_model, keras_model, clip: np.ndarray, runtime: Runtime) -> list[LayerDiff]:
     """Every layer record's output on `clip`, torch vs Keras, in network order."""
     import keras
     import torch
@@ -243,7 +244,7 @@ def first_divergence(diffs: list[LayerDiff], tolerance: float, input_name: str) 
 
 
 def check_models(
-    arch: spec.Arch,
+    arch: Variant,
     torch_model,
     keras_model,
     clips: dict[str, np.ndarray],
@@ -272,7 +273,7 @@ def check_models(
 
 
 def check_runner(
-    arch: spec.Arch,
+    arch: Variant,
     torch_model,
     run,
     clips: dict[str, np.ndarray],
