@@ -54,7 +54,7 @@ def _report(result, as_json: bool) -> None:
 )
 @tolerance_option
 @frames_option
-@click.option("--size", default="112x112", show_default=True, help="HxW of the random parity clip.")
+@click.option("--size", default=None, help="HxW of the random parity clip [default: the model's crop, e.g. 112x112].")
 @json_option
 def torch2keras(
     paths, arch, pretrained, force, no_validate, fold_bn, include_preprocessing, tolerance, frames, size, as_json
@@ -68,7 +68,7 @@ def torch2keras(
     from vrconvert.converter.errors import InputError
     from vrconvert.converter.parity.validate import default_tolerance
 
-    clip_size = parse_size(size)
+    clip_size = parse_size(size) if size is not None else None  # None: the detected model's crop
     from vrconvert.converter.parity import runtime
 
     if no_validate:
@@ -96,9 +96,12 @@ def torch2keras(
         force=force,
         validate=not no_validate,
         tolerance=default_tolerance(include_preprocessing) if tolerance is None else tolerance,
-        clips=None if no_validate else convert.default_clips(frames, clip_size, raw=include_preprocessing),
+        clips=None
+        if no_validate or clip_size is None
+        else convert.default_clips(frames, clip_size, include_preprocessing),
         fold_bn=fold_bn,
         include_preprocessing=include_preprocessing,
+        frames=frames,
     )
     _report(result, as_json)
 

@@ -61,8 +61,10 @@ def torch_to_keras(
     clips: dict[str, np.ndarray] | None = None,
     fold_bn: bool = False,
     include_preprocessing: bool = False,
+    frames: int = 16,
 ) -> Result:
-    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing.
+    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing
+    (on `clips`, by default one random clip of `frames` at the model's crop and the packaged real clip).
 
     With `fold_bn`, the Keras model is the inference form with every BatchNorm folded into its conv
     (`models_tf.fold`; `.keras`/`.h5` only: a `.weights.h5` carries no config to tell it apart).
@@ -101,7 +103,7 @@ def torch_to_keras(
             variant,
             torch_model_from_state(variant, ckpt.state),
             model,
-            clips or default_clips(raw=include_preprocessing),
+            clips or default_clips(frames, variant.preprocessing.crop, include_preprocessing, variant.preprocessing),
             runtime.prepare("cpu"),
             tolerance,
         )
@@ -112,9 +114,11 @@ def torch_to_keras(
     return result
 
 
-def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112), raw: bool = False) -> dict[str, np.ndarray]:
+def default_clips(
+    frames: int = 16, size: tuple[int, int] = (112, 112), raw: bool = False, preprocessing=None
+) -> dict[str, np.ndarray]:
     """The post-conversion check's inputs (`validator.default_clips`); what was left out is warned."""
-    clips, notes = validator.default_clips(frames=frames, size=size, raw=raw)
+    clips, notes = validator.default_clips(frames=frames, size=size, raw=raw, preprocessing=preprocessing)
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return clips

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -110,12 +110,15 @@ def clips_for(
     sample: bool = True,
     videos: Sequence[str | Path] = (),
     raw: bool = False,
+    preprocessing=None,
 ) -> dict[str, np.ndarray]:
     """The validation inputs, by name, in torch layout (N, C, T, H, W): `random` seeded normal clips
-    of `size`, the packaged real clip and one centred clip of each video (Kinetics preprocessing).
-    With `raw`, uint8 frames (N, T, H, W, 3) instead, for models that preprocess themselves: seeded
-    uniform frames of `size` and the videos' decoded frames."""
+    of `size`, the packaged real clip and one centred clip of each video (`preprocessing`, the model's
+    eval transform; default Kinetics' for the ResNets). With `raw`, uint8 frames (N, T, H, W, 3) instead,
+    for models that preprocess themselves: seeded uniform frames of `size` and the videos' decoded frames."""
     from vrconvert.converter import video
+
+    transform = {} if preprocessing is None else {"preprocessing": preprocessing}
 
     clips = {
         f"random{' frames' if raw else ''}(seed={seed}, {frames}x{size[0]}x{size[1]})": (
@@ -124,7 +127,7 @@ def clips_for(
         for seed in range(random)
     }
     for path in ([video.SAMPLE_CLIP] if sample else []) + [Path(v) for v in videos]:
-        clip = video.load_clips(path, frames=frames, layout="NCTHW", raw=raw)[0]
+        clip = video.load_clips(path, frames=frames, layout="NCTHW", raw=raw, **transform)[0]
         clips[clip.name if path == video.SAMPLE_CLIP else f"{path}[{clip.start_frame}:{clip.start_frame + frames}]"] = (
             clip.array
         )
@@ -139,21 +142,28 @@ def default_clips(
     videos: Sequence[str | Path] = (),
     fixed: bool = False,
     sample: bool = True,
+    preprocessing=None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The checks' default inputs and notes on what was left out: one seeded random clip of frames x size,
-    the packaged real clip (`sample`) and each of `videos`. A `fixed`-shape model (an exported artifact)
-    takes real clips only at the Kinetics crop (normalised clips are 112x112); real clips need PyAV."""
+    the packaged real clip (`sample`) and each of `videos`, transformed by `preprocessing` (the model's;
+    default Kinetics' for the ResNets). A `fixed`-shape model (an exported artifact) takes real clips only
+    at the transform's crop; real clips need PyAV."""
     notes = []
     real = sample or bool(videos)
-    if real and fixed and not raw and size != (112, 112):
-        notes.append(f"the real clips are 112x112; a {size[0]}x{size[1]} artifact is checked on the random clip only")
+    crop = tuple(preprocessing.crop) if preprocessing is not None else (112, 112)
+    if real and fixed and not raw and tuple(size) != crop:
+        notes.append(
+            f"the real clips are {crop[0]}x{crop[1]}; a {size[0]}x{size[1]} artifact is checked on the random clip only"
+        )
         real = False
     elif real and importlib.util.find_spec("av") is None:
         notes.append("the real-clip check needs PyAV (pip install 'vrconvert[video]'); random clip only")
         real = False
     if videos and not real:
-        raise InputError("--video needs PyAV" + ("" if raw else " and a 112x112 input (the Kinetics crop)"))
-    clips = clips_for(frames=frames, size=size, random=1, sample=real and sample, videos=videos, raw=raw)
+        raise InputError("--video needs PyAV" + ("" if raw else f" and a {crop[0]}x{crop[1]} input (the model's crop)"))
+    clips = clips_for(
+        frames=frames, size=size, random=1, sample=real and sample, videos=videos, raw=raw, preprocessing=preprocessing
+    )
     return clips, notes
 
 
@@ -316,13 +326,14 @@ def validate_files(
     torch_file: str | Path,
     keras_file: str | Path,
     *,
-    clips: dict[str, np.ndarray],
+    clips: dict[str, np.ndarray] | Callable[[Variant], dict[str, np.ndarray]],
     runtime: Runtime,
     tolerance: float = parity.DEFAULT_TOLERANCE,
     progress=None,
     profile: bool = False,
 ) -> Report:
-    """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
+    """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared on `clips`
+    (or on what `clips(variant)` returns, for inputs that depend on the network, such as its crop)."""
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
     start = time.perf_counter()
@@ -337,6 +348,7 @@ def validate_files(
         )
     torch_model = torch_model_from_state(variant, ckpt.state)
     loaded = time.perf_counter() - start
+    clips = clips(variant) if callable(clips) else clips
     report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress, profile)
     report.torch_file, report.keras_file = str(torch_file), str(keras_file)
     report.seconds = {"load": loaded, **report.seconds}
