@@ -41,11 +41,11 @@ def macs_per_clip(arch: str, frames: int = FRAMES, size: int = SIZE) -> int:
     conv's output size x kernel volume x C_in x C_out, plus the classifier. BatchNorm, ReLU, adds and
     pools are not counted (the convention of torchvision's published figures, whose "GFLOPS" column
     counts these MACs: r3d_18 40.70, mc3_18 43.34, r2plus1d_18 40.52)."""
-    from vrconvert.converter.arch import layers, spec
+    from vrconvert.converter.arch import families, layers
 
     shapes: dict[str, tuple[int, int, int] | None] = {layers.INPUT: (frames, size, size)}
     total = 0
-    for record in layers.expand(spec.get(arch)):
+    for record in families.expand(families.get(arch)):
         source = shapes.get(record.inputs[0]) if record.inputs else None
         if record.op in ("conv", "pool"):
             out = tuple(

@@ -57,7 +57,7 @@ def _report(result, as_json: bool) -> None:
 )
 @tolerance_option
 @frames_option
-@size_option("HxW of the random parity clip.")
+@size_option("HxW of the random parity clip [default: the model's crop, e.g. 112x112].", default=None)
 @json_option
 def torch2keras(
     paths, arch, pretrained, force, no_validate, fold_bn, include_preprocessing, tolerance, frames, size, as_json
@@ -71,7 +71,7 @@ def torch2keras(
     from vrconvert.converter.errors import InputError
     from vrconvert.converter.parity.validate import default_tolerance
 
-    clip_size = parse_size(size)
+    clip_size = parse_size(size) if size is not None else None  # None: the detected model's crop
     from vrconvert.converter import backends
 
     if no_validate:
@@ -82,12 +82,12 @@ def torch2keras(
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
     if pretrained:
-        from vrconvert.converter.arch import spec
+        from vrconvert.converter.arch import families
         from vrconvert.converter.formats.download import fetch_pretrained
         from vrconvert.converter.formats.keras_io import KERAS_SUFFIXES
         from vrconvert.converter.formats.output import check_target
 
-        published = [name for name, v in spec.VARIANTS.items() if v.pretrained]
+        published = [name for name, v in families.VARIANTS.items() if v.pretrained]
         if pretrained not in published:
             raise InputError(f"no pretrained weights for {pretrained!r}; published: {', '.join(published)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
@@ -99,9 +99,12 @@ def torch2keras(
         force=force,
         validate=not no_validate,
         tolerance=default_tolerance(include_preprocessing) if tolerance is None else tolerance,
-        clips=None if no_validate else convert.default_clips(frames, clip_size, raw=include_preprocessing),
+        clips=None
+        if no_validate or clip_size is None
+        else convert.default_clips(frames, clip_size, include_preprocessing),
         fold_bn=fold_bn,
         include_preprocessing=include_preprocessing,
+        frames=frames,
     )
     _report(result, as_json)
 

@@ -36,12 +36,13 @@ def demo(arch: str, out_dir: Path) -> None:
     import torch
 
     from vrconvert import models_torch
+    from vrconvert.converter.arch import families
     from vrconvert.converter.conversion import convert
     from vrconvert.converter.formats.download import hub_dir
 
     from .convert import _report
 
-    variant = spec.get(arch)
+    variant = families.get(arch)
     out_dir.mkdir(parents=True, exist_ok=True)
     cached = hub_dir() / variant.pretrained.filename if variant.pretrained else None
     if cached is not None and cached.is_file():

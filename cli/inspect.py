@@ -32,11 +32,11 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
 @json_option
 def mapping_cmd(arch: str, num_classes: int, as_json: bool) -> None:
     """Print the torch <-> Keras name mapping of ARCH, derived from the spec."""
-    from vrconvert.converter.arch import mapping, spec
+    from vrconvert.converter.arch import families, mapping
     from vrconvert.converter.errors import InputError
 
     try:
-        variant = spec.get(arch).with_classes(num_classes)
+        variant = families.get(arch).with_classes(num_classes)
     except KeyError as exc:
         raise InputError(exc.args[0]) from exc
     rows = mapping.table(variant)

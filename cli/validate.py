@@ -35,7 +35,7 @@ from .options import (
     help="Seeded random clips to compare on.",
 )
 @frames_option
-@size_option("HxW of the random clips.")
+@size_option("HxW of the random clips [default: the model's crop, e.g. 112x112].", default=None)
 @click.option("--no-sample", is_flag=True, help="Leave out the real clip packaged with vrconvert.")
 @device_option
 @keras_backend_option
@@ -80,11 +80,21 @@ def validate(
 
     raw = keras_io.takes_frames(keras_file)  # a model that preprocesses itself is fed decoded frames
     tolerance = validator.default_tolerance(raw) if tolerance is None else tolerance
-    clips = validator.clips_for(
-        frames=frames, size=parse_size(size), random=random_clips, sample=not no_sample, videos=videos, raw=raw
-    )
-    if not clips:
+    clip_size = parse_size(size) if size is not None else None
+    if not (random_clips or videos or not no_sample):
         raise click.UsageError("nothing to compare: give --random N, --video FILE or leave the packaged clip in")
+
+    def clips(variant):  # at the network's own crop and transform unless --size says otherwise
+        return validator.clips_for(
+            frames=frames,
+            size=clip_size or variant.preprocessing.crop,
+            random=random_clips,
+            sample=not no_sample,
+            videos=videos,
+            raw=raw,
+            preprocessing=variant.preprocessing,
+        )
+
     if report_path is not None:
         from vrconvert.converter.evaluate import report as html_report
 
@@ -96,7 +106,7 @@ def validate(
         clips=clips,
         runtime=settings,
         tolerance=tolerance,
-        progress=None if as_json else _progress(len(clips)),
+        progress=None if as_json else _progress(random_clips + len(videos) + (not no_sample)),
         profile=report_path is not None,
     )
     if report_path is not None:

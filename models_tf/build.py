@@ -12,10 +12,24 @@ from typing import Literal
 
 import keras
 
-from vrconvert.converter.arch import spec
-from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
+from vrconvert.converter.arch import families
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import INPUT, Layer, keras_name
 
-MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
+MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply, "concat": keras.layers.Concatenate}
+
+
+def padded_maxpool(layer: Layer, x):
+    """torch's padded max pool, whose padded cells never win (zeros would): Keras' stride-1 "same" pool
+    (symmetric for an odd window, padded cells ignored) centres a window on every cell, then a 1-wide
+    pool keeps every stride-th one, which are the windows torch's padding centres."""
+    if any(p != k // 2 or k % 2 == 0 for k, p in zip(layer.kernel, layer.padding, strict=True)):
+        raise ValueError(f"{layer.name}: a padded max pool needs odd windows padded by half each side")
+    name = keras_name(layer.name)
+    if layer.stride == (1, 1, 1):
+        return keras.layers.MaxPooling3D(layer.kernel, 1, padding="same", name=name)(x)
+    x = keras.layers.MaxPooling3D(layer.kernel, 1, padding="same", name=f"{name}_window")(x)
+    return keras.layers.MaxPooling3D(1, layer.stride, name=name)(x)
 
 
 def apply_layer(layer: Layer, x, classifier_activation, norm=keras.layers.BatchNormalization):
@@ -30,8 +44,12 @@ def apply_layer(layer: Layer, x, classifier_activation, norm=keras.layers.BatchN
         )(x)
     if layer.op == "bn":  # Keras' momentum is 1 - torch's
         return norm(axis=-1, epsilon=layer.epsilon, momentum=1 - layer.momentum, name=name)(x)
+    if layer.op == "maxpool" and layer.padding_mode == "torch" and any(layer.padding):
+        return padded_maxpool(layer, x)
     if layer.op == "maxpool":
         return keras.layers.MaxPooling3D(layer.kernel, layer.stride, padding=padding, name=name)(x)
+    if layer.op == "dropout":
+        return keras.layers.Dropout(layer.rate, name=name)(x)
     if layer.op == "act":
         if layer.activation == "relu":
             return keras.layers.ReLU(name=name)(x)
@@ -49,7 +67,7 @@ def apply_layer(layer: Layer, x, classifier_activation, norm=keras.layers.BatchN
 
 
 def build(
-    arch: str | spec.Arch,
+    arch: str | families.Variant,
     num_classes: int | None = None,
     *,
     include_top: bool = True,
@@ -81,7 +99,7 @@ def build(
     """
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
@@ -100,7 +118,7 @@ def build(
         inputs = preprocessing.frames_input(shape[0])
         values = {INPUT: preprocessing.kinetics(inputs, variant.preprocessing, preprocessing_resize)}
     for layer in expand(variant):
-        if not include_top and layer.op in ("avgpool", "dense"):
+        if not include_top and (layer.op in ("avgpool", "dense") or layer.name == "avgpool"):
             break
         if layer.op in MERGES:
             out = MERGES[layer.op](name=keras_name(layer.name))([values[n] for n in layer.inputs])
@@ -108,6 +126,8 @@ def build(
             out = apply_layer(layer, values[layer.inputs[0]], classifier_activation, norm)
         values[layer.name] = out
     x = out
+    if include_top and classifier_activation and layer.op != "dense":  # a conv head's (S3D's) averaged logits
+        x = keras.layers.Activation(classifier_activation, name="predictions")(x)
     if not include_top and pooling == "avg":
         x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
     elif not include_top and pooling == "max":

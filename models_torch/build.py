@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vrconvert.converter.arch import spec
-from vrconvert.converter.arch.layers import INPUT, Layer, expand
+from vrconvert.converter.arch import families
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import INPUT, Layer
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 ACTIVATIONS = {
@@ -70,8 +71,10 @@ def _module(layer: Layer) -> nn.Module | None:
         return ACTIVATIONS[layer.activation]()
     if layer.op in ("pool", "maxpool") and layer.padding_mode == "same":
         return SamePool3d("max" if layer.op == "maxpool" else "avg", layer.kernel, layer.stride)
-    if layer.op == "maxpool":  # "valid": floor, no padding
-        return nn.MaxPool3d(layer.kernel, layer.stride)
+    if layer.op == "maxpool":  # "valid": floor, no padding; "torch": padded cells never win
+        return nn.MaxPool3d(layer.kernel, layer.stride, layer.padding)
+    if layer.op == "dropout":
+        return nn.Dropout(layer.rate)
     if layer.op == "pool":  # the ResNet-D shortcut's pool over explicit zeros (AvgPool3d's own padding
         t, h, w = layer.padding  # refuses inputs smaller than the window, a single frame included)
         return nn.Sequential(nn.ConstantPad3d((w, w, h, h, t, t), 0.0), nn.AvgPool3d(layer.kernel, layer.stride))
@@ -79,13 +82,13 @@ def _module(layer: Layer) -> nn.Module | None:
         return nn.AdaptiveAvgPool3d((1, 1, 1))
     if layer.op == "dense":
         return nn.Linear(layer.channels_in, layer.channels_out, bias=layer.bias)
-    return None  # functional steps (add, mul) own no module
+    return None  # functional steps (add, mul, concat) own no module
 
 
 class VideoResNet(nn.Module):
     """A torchvision-compatible video ResNet driven by `layers` (see `vrconvert.converter.arch.layers`)."""
 
-    def __init__(self, arch: spec.Arch, layers: tuple[Layer, ...]) -> None:
+    def __init__(self, arch: families.Variant, layers: tuple[Layer, ...]) -> None:
         super().__init__()
         self.arch = arch
         self.layers = layers
@@ -117,10 +120,12 @@ class VideoResNet(nn.Module):
         values = {INPUT: x}
         for i, (layer, module) in enumerate(self._steps):
             args = [values[name] for name in layer.inputs]
-            if layer.op == "maxpool" and layer.padding_mode == "valid":
+            if layer.op in ("maxpool", "pool") and layer.padding_mode != "same":
                 _check_window(self.arch.name, layer, args[0])
             if layer.op == "add":
                 out = args[0] + args[1]
+            elif layer.op == "concat":
+                out = torch.cat(args, 1)
             elif layer.op == "mul":
                 out = args[0] * args[1]
             elif layer.op == "avgpool":
@@ -137,14 +142,16 @@ class VideoResNet(nn.Module):
 
 
 def _check_window(arch: str, layer: Layer, x: torch.Tensor) -> None:
-    """A 'valid' pool needs its window on every axis: the builder's faithful variants collapse short
-    clips exactly as the original does, and say so in one line instead of a torch error."""
+    """A pool that is not "same"-padded needs its window on every padded axis: the builder's faithful
+    variants collapse short clips exactly as the original does, and S3D's head pool needs 2x7x7 of
+    features; say so in one line instead of a torch error."""
     t, h, w = x.shape[2:]
-    if t < layer.kernel[0] or h < layer.kernel[1] or w < layer.kernel[2]:
+    if any(n + 2 * p < k for n, k, p in zip((t, h, w), layer.kernel, layer.padding, strict=True)):
         from vrconvert.converter.errors import InputError
 
+        kind = "max-pool" if layer.op == "maxpool" else "average pool"
         raise InputError(
-            f"{arch}: the clip is too small: {layer.name} (a 'valid' {layer.kernel} max-pool) receives "
+            f"{arch}: the clip is too small: {layer.name} (a '{layer.padding_mode}' {layer.kernel} {kind}) receives "
             f"{t}x{h}x{w}; the original network cannot run it either (use more frames or a larger size)"
         )
 
@@ -162,7 +169,7 @@ def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:
 
 
 def build(
-    arch: str | spec.Arch,
+    arch: str | families.Variant,
     num_classes: int | None = None,
     *,
     include_preprocessing: bool = False,
@@ -178,7 +185,7 @@ def build(
         weights: a `.pth`/`.pt`/`.safetensors` checkpoint or the pretrained name "kinetics400"; every
             backbone tensor is accounted for strictly (missing, unexpected, mismatched are errors).
     """
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     if weights is not None:
         return _with_weights(variant, weights, num_classes, include_preprocessing)
     variant = variant.with_classes(num_classes or variant.num_classes)
@@ -207,7 +214,9 @@ def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
     return out.to(next(model.parameters()).device).train(model.training)
 
 
-def _with_weights(variant: spec.Arch, weights, num_classes: int | None, include_preprocessing: bool) -> VideoResNet:
+def _with_weights(
+    variant: families.Variant, weights, num_classes: int | None, include_preprocessing: bool
+) -> VideoResNet:
     """`build` with a file's weights: the backbone strictly, the head kept only at the file's width."""
     import numpy as np
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import layers, mapping, spec
+from vrconvert.converter.arch import families, layers, mapping, spec
 from vrconvert.converter.errors import InputError
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
@@ -97,7 +97,7 @@ def check_dtypes(dtypes: dict[str, str], where: str = "the checkpoint") -> None:
         raise InputError(f"{where} has entries of the wrong dtype: {report.summary()}")
 
 
-def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
+def account(arch: families.Variant, shapes: dict[str, tuple[int, ...]]) -> Report:
     """Compares a state dict's key -> shape against `arch` (num_batches_tracked may be absent)."""
     expected = mapping.torch_shapes(arch)
     report = Report(arch.name)
@@ -111,13 +111,18 @@ def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
     return report
 
 
-def num_classes_of(shapes: dict[str, tuple[int, ...]]) -> int | None:
-    """A classifier head's width, read from `fc.weight` (fine-tuned heads differ from 400)."""
-    fc = shapes.get("fc.weight")
-    return int(fc[0]) if fc is not None and len(fc) == 2 else None
+def num_classes_of(shapes: dict[str, tuple[int, ...]], arch: families.Variant | None = None) -> int | None:
+    """A classifier head's width (fine-tuned heads differ from 400), read from `fc.weight`, or from the
+    weight of `arch`'s head: its last conv or dense record (S3D's is a 1x1x1 conv)."""
+    head = next((r for r in reversed(families.expand(arch)) if r.op in ("conv", "dense")), None) if arch else None
+    key, rank = (f"{head.name}.weight", 2 if head.op == "dense" else 5) if head else ("fc.weight", 2)
+    weight = shapes.get(key)
+    return int(weight[0]) if weight is not None and len(weight) == rank else None
 
 
-def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activation: str | None = None) -> spec.Arch:
+def detect(
+    shapes: dict[str, tuple[int, ...]], arch: str | None = None, activation: str | None = None
+) -> families.Variant:
     """The one known architecture (with its head width) that accounts for every key, or an InputError.
 
     With `arch` given, only that one is tried, and the error lists what did not fit. Weights cannot
@@ -126,15 +131,14 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
     """
     if not shapes:
         raise InputError("the checkpoint holds no tensors")
-    classes = num_classes_of(shapes)
     candidates = (
-        [spec.get(arch)]
+        [families.get(arch)]
         if arch
-        else [v for v in spec.VARIANTS.values() if activation is None or v.activation == activation]
+        else [v for v in families.VARIANTS.values() if activation is None or v.activation == activation]
     )
     reports, matches = [], []
     for variant in candidates:
-        variant = variant.with_classes(classes or variant.num_classes)
+        variant = variant.with_classes(num_classes_of(shapes, variant) or variant.num_classes)
         report = account(variant, shapes)
         if not report.ok and (widened := with_checkpoint_midplanes(variant, shapes)) is not None:
             variant, report = widened, account(widened, shapes)
@@ -155,9 +159,11 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
     raise InputError(f"unknown architecture ({found}); closest is {best.arch}: {best.summary()}")
 
 
-def with_checkpoint_midplanes(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> spec.Arch | None:
+def with_checkpoint_midplanes(arch: families.Variant, shapes: dict[str, tuple[int, ...]]) -> spec.Arch | None:
     """`arch` with its R(2+1)D mid-channel widths read from the checkpoint's spatial kernels, when it
     has factorised convs and the checkpoint's widths differ from the formula; else None."""
+    if not isinstance(arch, spec.Arch):  # only the ResNet family factorises with a width formula
+        return None
     convs = layers.midplane_convs(arch)
     keys = [f"{conv.name}.weight" for conv in convs]
     if not convs or not all(key in shapes and len(shapes[key]) == 5 for key in keys):
@@ -168,9 +174,9 @@ def with_checkpoint_midplanes(arch: spec.Arch, shapes: dict[str, tuple[int, ...]
     return replace(arch, midplanes=widths)
 
 
-def midplanes_report(arch: spec.Arch) -> list[str]:
+def midplanes_report(arch: families.Variant) -> list[str]:
     """Where `arch`'s mid-channel widths differ from torchvision's formula, one line each."""
-    if arch.midplanes is None:
+    if not isinstance(arch, spec.Arch) or arch.midplanes is None:
         return []
     formula = layers.midplane_convs(replace(arch, midplanes=None))
     return [

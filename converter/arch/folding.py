@@ -13,8 +13,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from vrconvert.converter.arch import accounting, mapping, spec
-from vrconvert.converter.arch.layers import Layer, expand, keras_name
+from vrconvert.converter.arch import accounting, families, mapping
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import Layer, keras_name
 from vrconvert.converter.errors import InputError
 
 BN_EPSILON = 1e-5  # torch BatchNorm3d's default, for records that do not carry their own
@@ -22,7 +23,7 @@ BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")
 FOLDED_SUFFIX = "_bnfolded"  # the folded Keras model's name ends with it
 
 
-def foldable(arch: spec.Arch) -> dict[str, str]:
+def foldable(arch: families.Variant) -> dict[str, str]:
     """BatchNorm record -> the conv it folds into: every BatchNorm that reads a conv nothing else reads."""
     records = expand(arch)
     by_name = {r.name: r for r in records}
@@ -40,7 +41,7 @@ def foldable(arch: spec.Arch) -> dict[str, str]:
     }
 
 
-def folded_layers(arch: spec.Arch) -> tuple[Layer, ...]:
+def folded_layers(arch: families.Variant) -> tuple[Layer, ...]:
     """`arch`'s records with every foldable BatchNorm folded into its conv (which gets a bias)."""
     absorbed = foldable(arch)
     biased = set(absorbed.values())
@@ -51,14 +52,14 @@ def folded_layers(arch: spec.Arch) -> tuple[Layer, ...]:
     )
 
 
-def probe_pairs(arch: spec.Arch) -> list[tuple[str, str, str]]:
+def probe_pairs(arch: families.Variant) -> list[tuple[str, str, str]]:
     """(torch module, Keras layer, op) whose outputs are comparable in a folded model: a folded conv's
     output is its BatchNorm's output in torch (the BatchNorm records themselves have no Keras layer)."""
     folded_into = {conv: bn for bn, conv in foldable(arch).items()}
     return [(folded_into.get(r.name, r.name), keras_name(r.name), r.op) for r in folded_layers(arch)]
 
 
-def folded_shapes(arch: spec.Arch) -> dict[str, tuple[int, ...]]:
+def folded_shapes(arch: families.Variant) -> dict[str, tuple[int, ...]]:
     """The folded model's Keras variable path -> shape, in the records' order."""
     out = {}
     for r in folded_layers(arch):
@@ -74,7 +75,7 @@ def folded_shapes(arch: spec.Arch) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def folded_variables(arch: spec.Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def folded_variables(arch: families.Variant, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The folded model's variables (Keras layout, float32) from a torch-named, accounted-for state dict."""
     keras = mapping.to_keras(arch, state)
     absorbed = foldable(arch)
@@ -94,15 +95,17 @@ def folded_variables(arch: spec.Arch, state: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
-def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activation: str | None = None) -> spec.Arch:
+def detect(
+    shapes: dict[str, tuple[int, ...]], arch: str | None = None, activation: str | None = None
+) -> families.Variant:
     """The one architecture whose folded variables are exactly `shapes` (Keras path -> shape): the head's
     width from the Dense kernel, R(2+1)D mid-channel widths from the spatial kernels, as for checkpoints."""
     torch_named = accounting.torch_shapes_of(shapes)
-    classes = accounting.num_classes_of(torch_named)
-    names = [arch] if arch else [n for n, v in spec.VARIANTS.items() if activation in (None, v.activation)]
+    names = [arch] if arch else [n for n, v in families.VARIANTS.items() if activation in (None, v.activation)]
     fits = []
     for name in names:
-        variant = spec.get(name).with_classes(classes or 400)
+        variant = families.get(name)
+        variant = variant.with_classes(accounting.num_classes_of(torch_named, variant) or 400)
         variant = accounting.with_checkpoint_midplanes(variant, torch_named) or variant
         if folded_shapes(variant) == {k: tuple(v) for k, v in shapes.items()}:
             fits.append(variant)

@@ -27,10 +27,11 @@ from vrconvert.converter.arch.spec import (
 
 # conv, bn, dense: weighted modules; act: an activation module (`activation` says which); pool: a local
 # average pool (the ResNet-D shortcut; with "same" padding its average excludes the padded cells);
-# maxpool: a local max pool; gap: a global average pool keeping dims (squeeze-excitation); avgpool: the
-# head's global pool (flattened); add, mul: functional steps with no module. A dense record reading a
+# maxpool: a local max pool (with "torch" padding, padded cells never win); gap: a global average pool
+# keeping dims (squeeze-excitation); avgpool: the head's global pool (flattened); add, mul, concat (on
+# channels): functional steps with no module; dropout: identity at inference. A dense record reading a
 # 5-D value (squeeze-excitation's) acts on the channel axis.
-Op = Literal["conv", "bn", "act", "pool", "maxpool", "gap", "add", "mul", "avgpool", "dense"]
+Op = Literal["conv", "bn", "act", "pool", "maxpool", "gap", "add", "mul", "avgpool", "dense", "concat", "dropout"]
 ONE: Triple = (1, 1, 1)
 INPUT = "input"
 PREPROCESSING_PREFIX = "preprocess_"  # names the layers of a model's built-in eval transform
@@ -56,6 +57,7 @@ class Layer:
     padding_mode: Padding = "torch"  # conv and pools: "torch" = `padding` both sides; "same" = TF's rule
     epsilon: float = 1e-5  # bn
     momentum: float = 0.1  # bn, torch's convention (Keras' is 1 - this)
+    rate: float = 0.0  # dropout: the probability of zeroing a value in training
 
     @property
     def has_weights(self) -> bool:
@@ -354,3 +356,14 @@ def stage_outputs(layers: tuple[Layer, ...]) -> dict[str, str]:
         if stage in STAGES:
             ends[stage] = layer.name
     return ends
+
+
+def block_outputs(layers: tuple[Layer, ...], blocks: tuple[str, ...]) -> dict[str, str]:
+    """The record whose output ends each block (a module path such as `features.5`): the last record at
+    or under that path. Where a family's per-block means are read and a divergence is placed."""
+    ends: dict[str, str] = {}
+    for layer in layers:
+        for block in blocks:
+            if layer.name == block or layer.name.startswith(block + "."):
+                ends[block] = layer.name
+    return {block: ends[block] for block in blocks if block in ends}

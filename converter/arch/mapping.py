@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vrconvert.converter.arch.layers import Layer, expand, keras_name
-from vrconvert.converter.arch.spec import Arch
+from vrconvert.converter.arch.families import Variant as Arch
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import Layer, keras_name
 
 TORCH_ONLY_SUFFIX = "num_batches_tracked"
 

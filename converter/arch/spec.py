@@ -238,6 +238,11 @@ class Arch:
     def expansion(self) -> int:
         return 4 if self.block == "bottleneck" else 1
 
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """The top-level blocks, in order: where per-block means are read."""
+        return ("stem", *(f"layer{i}" for i in range(1, len(self.stages) + 1)))
+
     def with_classes(self, num_classes: int) -> Arch:
         return replace(self, num_classes=num_classes)
 

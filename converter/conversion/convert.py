@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter.arch import accounting, mapping, spec
-from vrconvert.converter.arch.layers import count_params, expand
+from vrconvert.converter.arch import accounting, families, mapping
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import count_params
 from vrconvert.converter.conversion import keras_projects
 from vrconvert.converter.conversion.result import Result
 from vrconvert.converter.conversion.torch_model import load_state
@@ -58,8 +59,10 @@ def torch_to_keras(
     clips: dict[str, np.ndarray] | None = None,
     fold_bn: bool = False,
     include_preprocessing: bool = False,
+    frames: int = 16,
 ) -> Result:
-    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing.
+    """Converts a torch checkpoint to `.keras`, `.h5` or `.weights.h5`; checks parity before writing
+    (on `clips`, by default one random clip of `frames` at the model's crop and the packaged real clip).
 
     With `fold_bn`, the Keras model is the inference form with every BatchNorm folded into its conv
     (`models_tf.fold`; `.keras`/`.h5` only: a `.weights.h5` carries no config to tell it apart).
@@ -99,16 +102,18 @@ def torch_to_keras(
     else:
         model = keras_weights.build_model(variant, ckpt.state, include_preprocessing=include_preprocessing)
     if validate:
-        clips = clips or default_clips(raw=include_preprocessing)
+        clips = clips or default_clips(frames, variant.preprocessing.crop, include_preprocessing, variant.preprocessing)
         result.parity = validator.check_conversion(variant, ckpt.state, model, clips, tolerance)
     keras_weights.save(model, dst, suffix)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def default_clips(frames: int = 16, size: tuple[int, int] = (112, 112), raw: bool = False) -> dict[str, np.ndarray]:
+def default_clips(
+    frames: int = 16, size: tuple[int, int] = (112, 112), raw: bool = False, preprocessing=None
+) -> dict[str, np.ndarray]:
     """The post-conversion check's inputs (`validator.default_clips`); what was left out is warned."""
-    clips, notes = validator.default_clips(frames=frames, size=size, raw=raw)
+    clips, notes = validator.default_clips(frames=frames, size=size, raw=raw, preprocessing=preprocessing)
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return clips
@@ -169,7 +174,7 @@ def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = Non
     dst = Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES + checkpoint.TORCH_SUFFIXES)
     try:
-        variant = spec.get(arch)
+        variant = families.get(arch)
     except KeyError as exc:
         raise InputError(exc.args[0]) from None
     variant = variant.with_classes(num_classes or variant.num_classes)

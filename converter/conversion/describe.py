@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from vrconvert.converter.arch import accounting
-from vrconvert.converter.arch.layers import count_params, expand
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import count_params
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import checkpoint, keras_file, keras_io
 

@@ -214,8 +214,13 @@ def export(
                 )
                 result.notes += notes
             if clips is None:
+                crop = variant.preprocessing.crop  # the model's own crop and transform (112x112 for the ResNets)
                 clips, notes = validator.default_clips(
-                    frames=frames or 16, size=size or (112, 112), videos=videos, fixed=True
+                    frames=frames or 16,
+                    size=size or crop,
+                    videos=videos,
+                    fixed=True,
+                    preprocessing=variant.preprocessing,
                 )
                 result.notes += notes
             from vrconvert.converter.conversion.torch_model import torch_model_from_state

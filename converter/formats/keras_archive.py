@@ -41,6 +41,8 @@ LAYER_CLASSES = frozenset(
         "ZeroPadding3D",
         "Add",
         "Multiply",
+        "Concatenate",
+        "Dropout",
         "GlobalAveragePooling3D",
         "GlobalMaxPooling3D",
         "AveragePooling3D",

@@ -56,7 +56,10 @@ def _spelled(layer: Layer) -> bool:
 
 
 def supported(arch: spec.Arch) -> bool:
-    """Whether this module spells `arch`'s config for the installed Keras."""
+    """Whether this module spells `arch`'s config for the installed Keras (the video ResNets' records only;
+    other families go through Keras)."""
+    if not isinstance(arch, spec.Arch):
+        return False
     return keras_version() in VERIFIED_KERAS and all(_spelled(layer) for layer in expand(arch))
 
 

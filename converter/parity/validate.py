@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vrconvert.converter import parity
-from vrconvert.converter.arch import folding, spec
-from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.arch import folding
+from vrconvert.converter.arch.families import Variant, expand
+from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.parity.runtime import Runtime, prepare
@@ -115,12 +116,15 @@ def clips_for(
     sample: bool = True,
     videos: Sequence[str | Path] = (),
     raw: bool = False,
+    preprocessing=None,
 ) -> dict[str, np.ndarray]:
     """The validation inputs, by name, in torch layout (N, C, T, H, W): `random` seeded normal clips
-    of `size`, the packaged real clip and one centred clip of each video (Kinetics preprocessing).
-    With `raw`, uint8 frames (N, T, H, W, 3) instead, for models that preprocess themselves: seeded
-    uniform frames of `size` and the videos' decoded frames."""
+    of `size`, the packaged real clip and one centred clip of each video (`preprocessing`, the model's
+    eval transform; default Kinetics' for the ResNets). With `raw`, uint8 frames (N, T, H, W, 3) instead,
+    for models that preprocess themselves: seeded uniform frames of `size` and the videos' decoded frames."""
     from vrconvert.converter import video
+
+    transform = {} if preprocessing is None else {"preprocessing": preprocessing}
 
     clips = {
         f"random{' frames' if raw else ''}(seed={seed}, {frames}x{size[0]}x{size[1]})": (
@@ -129,7 +133,7 @@ def clips_for(
         for seed in range(random)
     }
     for path in ([video.SAMPLE_CLIP] if sample else []) + [Path(v) for v in videos]:
-        clip = video.load_clips(path, frames=frames, layout="NCTHW", raw=raw)[0]
+        clip = video.load_clips(path, frames=frames, layout="NCTHW", raw=raw, **transform)[0]
         clips[clip.name if path == video.SAMPLE_CLIP else f"{path}[{clip.start_frame}:{clip.start_frame + frames}]"] = (
             clip.array
         )
@@ -144,21 +148,28 @@ def default_clips(
     videos: Sequence[str | Path] = (),
     fixed: bool = False,
     sample: bool = True,
+    preprocessing=None,
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The checks' default inputs and notes on what was left out: one seeded random clip of frames x size,
-    the packaged real clip (`sample`) and each of `videos`. A `fixed`-shape model (an exported artifact)
-    takes real clips only at the Kinetics crop (normalised clips are 112x112); real clips need PyAV."""
+    the packaged real clip (`sample`) and each of `videos`, transformed by `preprocessing` (the model's;
+    default Kinetics' for the ResNets). A `fixed`-shape model (an exported artifact) takes real clips only
+    at the transform's crop; real clips need PyAV."""
     notes = []
     real = sample or bool(videos)
-    if real and fixed and not raw and size != (112, 112):
-        notes.append(f"the real clips are 112x112; a {size[0]}x{size[1]} artifact is checked on the random clip only")
+    crop = tuple(preprocessing.crop) if preprocessing is not None else (112, 112)
+    if real and fixed and not raw and tuple(size) != crop:
+        notes.append(
+            f"the real clips are {crop[0]}x{crop[1]}; a {size[0]}x{size[1]} artifact is checked on the random clip only"
+        )
         real = False
     elif real and importlib.util.find_spec("av") is None:
         notes.append("the real-clip check needs PyAV (pip install 'vrconvert[video]'); random clip only")
         real = False
     if videos and not real:
-        raise InputError("--video needs PyAV" + ("" if raw else " and a 112x112 input (the Kinetics crop)"))
-    clips = clips_for(frames=frames, size=size, random=1, sample=real and sample, videos=videos, raw=raw)
+        raise InputError("--video needs PyAV" + ("" if raw else f" and a {crop[0]}x{crop[1]} input (the model's crop)"))
+    clips = clips_for(
+        frames=frames, size=size, random=1, sample=real and sample, videos=videos, raw=raw, preprocessing=preprocessing
+    )
     return clips, notes
 
 
@@ -210,7 +221,7 @@ def run_cases(torch_model, keras_run, clips: dict[str, np.ndarray], runtime: Run
         yield parity.compare(name, expected, got, t_torch, time.perf_counter() - start)
 
 
-def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, runtime: Runtime) -> list[LayerDiff]:
+def layer_diffs(arch: Variant, torch_model, keras_model, clip: np.ndarray, runtime: Runtime) -> list[LayerDiff]:
     """Every layer record's output on `clip`, torch vs Keras, in network order."""
     import keras
     import torch
@@ -260,7 +271,7 @@ def first_divergence(diffs: list[LayerDiff], tolerance: float, input_name: str) 
 
 
 def check_models(
-    arch: spec.Arch,
+    arch: Variant,
     torch_model,
     keras_model,
     clips: dict[str, np.ndarray],
@@ -289,7 +300,7 @@ def check_models(
 
 
 def check_conversion(
-    arch: spec.Arch, state: dict[str, np.ndarray], keras_model, clips: dict[str, np.ndarray], tolerance: float
+    arch: Variant, state: dict[str, np.ndarray], keras_model, clips: dict[str, np.ndarray], tolerance: float
 ) -> Report:
     """The post-conversion gate: `keras_model` against torch's model of the same `state` on the CPU; a
     `ParityError` (nothing is written) unless every clip agrees within `tolerance`."""
@@ -299,7 +310,7 @@ def check_conversion(
 
 
 def check_runner(
-    arch: spec.Arch,
+    arch: Variant,
     torch_model,
     run,
     clips: dict[str, np.ndarray],
@@ -342,13 +353,14 @@ def validate_files(
     torch_file: str | Path,
     keras_file: str | Path,
     *,
-    clips: dict[str, np.ndarray],
+    clips: dict[str, np.ndarray] | Callable[[Variant], dict[str, np.ndarray]],
     runtime: Runtime,
     tolerance: float = parity.DEFAULT_TOLERANCE,
     progress=None,
     profile: bool = False,
 ) -> Report:
-    """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared."""
+    """`vrconvert validate`: a torch checkpoint and a Keras file of the same network, compared on `clips`
+    (or on what `clips(variant)` returns, for inputs that depend on the network, such as its crop)."""
     from vrconvert.models_tf import weights as keras_weights  # lazy: Keras
 
     start = time.perf_counter()
@@ -363,6 +375,7 @@ def validate_files(
         )
     torch_model = torch_model_from_state(variant, ckpt.state)
     loaded = time.perf_counter() - start
+    clips = clips(variant) if callable(clips) else clips
     report = check_models(variant, torch_model, keras_model, clips, runtime, tolerance, progress, profile)
     report.torch_file, report.keras_file = str(torch_file), str(keras_file)
     report.seconds = {"load": loaded, **report.seconds}

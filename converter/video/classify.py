@@ -18,6 +18,7 @@ from vrconvert.converter.arch import spec
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import keras_io
 from vrconvert.converter.formats.checkpoint import TORCH_SUFFIXES
+from vrconvert.converter.video.preprocess import kinetics_eval
 
 
 @dataclass
@@ -104,16 +105,17 @@ def classify(
         raise InputError("--top and --clips must be at least 1")
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such file")
-    # decode first: a bad video fails before a model is loaded (a model that preprocesses gets raw frames)
+    # decode first: a bad video fails before a model is loaded; the model's own transform comes after (a
+    # model that preprocesses itself gets the decoded frames)
     frames = frames or spec.Preprocessing().frames
     raw = keras_io.keras_suffix(model_path) is not None and keras_io.takes_frames(model_path)
-    batch = video.load_clips(video_path, frames=frames, clips=clips, layout="NCTHW", raw=raw)
+    batch = video.load_clips(video_path, frames=frames, clips=clips, raw=True)
     variant, framework, layout, run = _runner(model_path, arch, num_classes)
     if (layout == "frames") != raw:
         raise InputError(f"{model_path}: its config and its layers disagree on whether it takes raw frames")
     mean = np.mean(
         [
-            probabilities(run(c.array if layout != "NTHWC" else c.array.transpose(0, 2, 3, 4, 1)), variant)[0]
+            probabilities(run(c.array if raw else kinetics_eval(c.array[0], variant.preprocessing, layout)), variant)[0]
             for c in batch
         ],
         axis=0,
