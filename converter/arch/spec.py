@@ -41,7 +41,7 @@ Activation = Literal["relu", "mish", "hard_swish"]  # torch ReLU / Mish / Hardsw
 Padding = Literal["torch", "same", "valid"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConvKind:
     """How one "3x3x3" convolution of a block is realised, and how its shortcut strides.
 
@@ -75,54 +75,72 @@ class ConvKind:
 
 
 CONV_KINDS: dict[str, ConvKind] = {
-    "3d": ConvKind("3d", temporal=True, factorised=False),  # torchvision Conv3DSimple
-    "2d": ConvKind("2d", temporal=False, factorised=False),  # torchvision Conv3DNoTemporal
-    "2plus1d": ConvKind("2plus1d", temporal=True, factorised=True),  # torchvision Conv2Plus1D
+    "3d": ConvKind(name="3d", temporal=True, factorised=False),  # torchvision Conv3DSimple
+    "2d": ConvKind(name="2d", temporal=False, factorised=False),  # torchvision Conv3DNoTemporal
+    "2plus1d": ConvKind(name="2plus1d", temporal=True, factorised=True),  # torchvision Conv2Plus1D
     # 3D-ResNet-Builder-for-Keras' kernels: every part has the unit's width and the unit's full stride
     # (so strides compound in the sequential kinds), each part is Conv3D -> BN -> ReLU, and only the
     # last part's ReLU is optional (`use_activation` reaches no other).
-    "b3d": ConvKind("b3d", True, False, (("threed", (1, 1, 1), None),)),
-    "b2plus1d": ConvKind("b2plus1d", True, True, (("two", (0, 1, 1), None), ("one", (1, 0, 0), "two"))),
-    "p3db": ConvKind("p3db", True, True, (("left", (0, 1, 1), None), ("right", (1, 0, 0), None))),
-    "fast": ConvKind("fast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt"))),
+    "b3d": ConvKind(name="b3d", temporal=True, factorised=False, parts=(("threed", (1, 1, 1), None),)),
+    "b2plus1d": ConvKind(
+        name="b2plus1d", temporal=True, factorised=True, parts=(("two", (0, 1, 1), None), ("one", (1, 0, 0), "two"))
+    ),
+    "p3db": ConvKind(
+        name="p3db", temporal=True, factorised=True, parts=(("left", (0, 1, 1), None), ("right", (1, 0, 0), None))
+    ),
+    "fast": ConvKind(
+        name="fast",
+        temporal=True,
+        factorised=True,
+        parts=(("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt")),
+    ),
     "splitfast": ConvKind(
-        "splitfast", True, True, (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy"))
+        name="splitfast",
+        temporal=True,
+        factorised=True,
+        parts=(("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy")),
     ),
     # The same kernels as their papers define them: the stride taken once (space by the spatial part,
     # time by the temporal one), BN -> ReLU between sequential parts, parallel parts summed, then [ReLU];
     # (2+1)D's mid width is Tran et al.'s.
     "2plus1d_paper": ConvKind(
-        "2plus1d_paper",
-        True,
-        True,
-        (("two", (0, 1, 1), None), ("one", (1, 0, 0), "two")),
-        False,
-        ((0, 1, 1), (1, 0, 0)),
+        name="2plus1d_paper",
+        temporal=True,
+        factorised=True,
+        parts=(("two", (0, 1, 1), None), ("one", (1, 0, 0), "two")),
+        mid_formula=False,
+        part_strides=((0, 1, 1), (1, 0, 0)),
         tran_mid=True,
     ),
     "p3db_paper": ConvKind(
-        "p3db_paper", True, True, (("left", (0, 1, 1), None), ("right", (1, 0, 0), None)), False, None, True
+        name="p3db_paper",
+        temporal=True,
+        factorised=True,
+        parts=(("left", (0, 1, 1), None), ("right", (1, 0, 0), None)),
+        mid_formula=False,
+        part_strides=None,
+        act_after_sum=True,
     ),
     "fast_paper": ConvKind(
-        "fast_paper",
-        True,
-        True,
-        (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt")),
-        False,
-        ((0, 1, 1), (1, 0, 0), (0, 0, 0)),
+        name="fast_paper",
+        temporal=True,
+        factorised=True,
+        parts=(("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xt")),
+        mid_formula=False,
+        part_strides=((0, 1, 1), (1, 0, 0), (0, 0, 0)),
     ),
     "splitfast_paper": ConvKind(
-        "splitfast_paper",
-        True,
-        True,
-        (("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy")),
-        False,
-        ((0, 1, 1), (1, 0, 0), (1, 0, 0)),
-        True,
+        name="splitfast_paper",
+        temporal=True,
+        factorised=True,
+        parts=(("xy", (0, 1, 1), None), ("xt", (1, 1, 0), "xy"), ("yt", (1, 0, 1), "xy")),
+        mid_formula=False,
+        part_strides=((0, 1, 1), (1, 0, 0), (1, 0, 0)),
+        act_after_sum=True,
     ),
     # ResNet18-2Plus1DD's Conv2Plus1DLayer: spatial (1,h,w) then temporal (t,1,1) through
     # ceil(t*h*w*Cin*Cout / (h*w*Cin + t*Cout)) channels, nothing between them, then BN -> [ReLU].
-    "c2p1": ConvKind("c2p1", True, True, mid_formula=True),
+    "c2p1": ConvKind(name="c2p1", temporal=True, factorised=True, mid_formula=True),
 }
 
 
