@@ -261,88 +261,116 @@ def markdown(results: dict) -> str:
         lines[-1:-1] = [
             "Parts measured: " + "; ".join(f"{k} {v}" for k, v in results["measured"].items()) + ".",
         ]
-    if "inference" in results:
-        machine_peak = results.get("inference_peak", m.get("peak"))  # kept parts keep their machine's
-        peak = (machine_peak or {}).get("gflops")
-
-        def rate(gflops: float) -> str:
-            return f"{gflops:.0f} ({100 * gflops / peak:.0f}%)" if peak else f"{gflops:.0f}"
-
-        lines += [
-            "| inference, 16x112x112 | batch | torch s/clip | Keras s/clip | Keras/torch | target | "
-            "torch GFLOP/s (% peak) | Keras GFLOP/s (% peak) | max rel diff |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in sorted(results["inference"], key=lambda r: (BACKENDS.index(r["keras_backend"]), r["arch"])):
-            target = TARGETS.get(r["keras_backend"])
-            verdict = "" if target is None else (" (met)" if r["ratio"] <= target else " (missed)")
-            lines.append(
-                f"| {r['arch']}, Keras on {r['keras_backend']} | {r['batch']} | {r['torch_s_per_clip']:.3f} | "
-                f"{r['keras_s_per_clip']:.3f} | **{r['ratio']:.2f}** | <= {target}{verdict} | "
-                f"{rate(r['torch_gflops'])} | {rate(r['keras_gflops'])} | {r['max_rel_diff']:.1e} |"
-            )
-        macs = {r["arch"]: r["gmacs_per_clip"] for r in results["inference"]}
-        lines += [
-            "",
-            "Work per clip (MACs from the spec's layer records; GFLOP = 2 x GMAC): "
-            + ", ".join(f"{a} {g:.2f} GMAC" for a, g in macs.items())
-            + ".",
-        ]
-        if machine_peak:
-            lines.append(
-                f"fp32 peak: {machine_peak['formula']} (FMA units per core assumed, clock from "
-                f"{machine_peak['clock_from']})."
-            )
-        if results.get("sgemm_gflops"):
-            lines.append(f"Measured fp32 matrix multiply (torch, 2048^3): {rate(results['sgemm_gflops'])} GFLOP/s.")
-        lines.append("")
-    if "conversion" in results:
-        c = results["conversion"]
-        lines += [
-            "| conversion (r2plus1d_18, 126 MB) | wall s | peak RSS MB | target |",
-            "| --- | --- | --- | --- |",
-            f"| `torch2keras --no-validate` | {c['convert_s']:.2f} | {c['convert_peak_rss_mb']:.0f} | "
-            f"<= 2.0x floor, <= 1536 MB |",
-            f"| floor: `import torch, h5py`, `torch.load`, write every array | {c['floor_s']:.2f} | "
-            f"{c['floor_peak_rss_mb']:.0f} | |",
-            f"| ratio | **{c['ratio']:.2f}x** | | |",
-            "",
-        ]
-    if "validation" in results:
-        v = results["validation"]
-        lines += [
-            "| `validate` (r2plus1d_18, packaged clip + 4 random) | seconds |",
-            "| --- | --- |",
-            f"| whole process (wall) | {v['wall_s']:.2f} |",
-            f"| forward passes, torch + Keras (5 inputs) | {v['forward_s']:.2f} |",
-            f"| compare loop (the forward passes plus vrconvert's work around them) | {v['compare_s']:.2f} |",
-            f"| overhead of the compare loop over the forward passes (target <= 15%) | "
-            f"**{100 * v['compare_overhead']:.1f}%** |",
-            f"| overhead of the whole process over the forward passes | {100 * v['process_overhead']:.0f}% |",
-            f"| of which: reading both files, building the torch model | {v['load_s']:.2f} |",
-            "",
-        ]
-    if "startup" in results:
-        s = results["startup"]
-        lines += [
-            "| start-up | wall s | target |",
-            "| --- | --- | --- |",
-            f"| `vrconvert --help` | **{s['help_s']:.2f}** | <= 0.5 |",
-            f"| `vrconvert inspect r2plus1d_18.pth` | {s['inspect_pth_s']:.2f} | |",
-            f"| `vrconvert inspect out.keras` | {s['inspect_keras_s']:.2f} | |",
-            "",
-        ]
-    if "evaluate" in results:
-        e = results["evaluate"]
-        lines += [
-            f"| evaluate over {e['videos']} videos ({e['clip']} clips) | videos/s |",
-            "| --- | --- |",
-            f"| the two models back to back, one process | {e['baseline_videos_per_s']:.2f} |",
-            f"| `evaluate` (one fsync'd line per video) | {e['evaluate_videos_per_s']:.2f} |",
-            f"| ratio (target >= {e['target']}) | **{e['ratio']:.2f}** |",
-            "",
-        ]
+    lines += _inference_table(results, m) if "inference" in results else []
+    for part, table in (
+        ("conversion", _conversion_table),
+        ("validation", _validation_table),
+        ("startup", _startup_table),
+        ("evaluate", _evaluate_table),
+    ):
+        lines += table(results) if part in results else []
     return "\n".join(lines)
+
+
+def _inference_table(results: dict, m: dict) -> list[str]:
+    lines: list[str] = []
+    machine_peak = results.get("inference_peak", m.get("peak"))  # kept parts keep their machine's
+    peak = (machine_peak or {}).get("gflops")
+
+    def rate(gflops: float) -> str:
+        return f"{gflops:.0f} ({100 * gflops / peak:.0f}%)" if peak else f"{gflops:.0f}"
+
+    lines += [
+        "| inference, 16x112x112 | batch | torch s/clip | Keras s/clip | Keras/torch | target | "
+        "torch GFLOP/s (% peak) | Keras GFLOP/s (% peak) | max rel diff |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in sorted(results["inference"], key=lambda r: (BACKENDS.index(r["keras_backend"]), r["arch"])):
+        target = TARGETS.get(r["keras_backend"])
+        verdict = "" if target is None else (" (met)" if r["ratio"] <= target else " (missed)")
+        lines.append(
+            f"| {r['arch']}, Keras on {r['keras_backend']} | {r['batch']} | {r['torch_s_per_clip']:.3f} | "
+            f"{r['keras_s_per_clip']:.3f} | **{r['ratio']:.2f}** | <= {target}{verdict} | "
+            f"{rate(r['torch_gflops'])} | {rate(r['keras_gflops'])} | {r['max_rel_diff']:.1e} |"
+        )
+    macs = {r["arch"]: r["gmacs_per_clip"] for r in results["inference"]}
+    lines += [
+        "",
+        "Work per clip (MACs from the spec's layer records; GFLOP = 2 x GMAC): "
+        + ", ".join(f"{a} {g:.2f} GMAC" for a, g in macs.items())
+        + ".",
+    ]
+    if machine_peak:
+        lines.append(
+            f"fp32 peak: {machine_peak['formula']} (FMA units per core assumed, clock from "
+            f"{machine_peak['clock_from']})."
+        )
+    if results.get("sgemm_gflops"):
+        lines.append(f"Measured fp32 matrix multiply (torch, 2048^3): {rate(results['sgemm_gflops'])} GFLOP/s.")
+    lines.append("")
+    return lines
+
+
+def _conversion_table(results: dict) -> list[str]:
+    lines: list[str] = []
+    c = results["conversion"]
+    lines += [
+        "| conversion (r2plus1d_18, 126 MB) | wall s | peak RSS MB | target |",
+        "| --- | --- | --- | --- |",
+        f"| `torch2keras --no-validate` | {c['convert_s']:.2f} | {c['convert_peak_rss_mb']:.0f} | "
+        f"<= 2.0x floor, <= 1536 MB |",
+        f"| floor: `import torch, h5py`, `torch.load`, write every array | {c['floor_s']:.2f} | "
+        f"{c['floor_peak_rss_mb']:.0f} | |",
+        f"| ratio | **{c['ratio']:.2f}x** | | |",
+        "",
+    ]
+    return lines
+
+
+def _validation_table(results: dict) -> list[str]:
+    lines: list[str] = []
+    v = results["validation"]
+    lines += [
+        "| `validate` (r2plus1d_18, packaged clip + 4 random) | seconds |",
+        "| --- | --- |",
+        f"| whole process (wall) | {v['wall_s']:.2f} |",
+        f"| forward passes, torch + Keras (5 inputs) | {v['forward_s']:.2f} |",
+        f"| compare loop (the forward passes plus vrconvert's work around them) | {v['compare_s']:.2f} |",
+        f"| overhead of the compare loop over the forward passes (target <= 15%) | "
+        f"**{100 * v['compare_overhead']:.1f}%** |",
+        f"| overhead of the whole process over the forward passes | {100 * v['process_overhead']:.0f}% |",
+        f"| of which: reading both files, building the torch model | {v['load_s']:.2f} |",
+        "",
+    ]
+    return lines
+
+
+def _startup_table(results: dict) -> list[str]:
+    lines: list[str] = []
+    s = results["startup"]
+    lines += [
+        "| start-up | wall s | target |",
+        "| --- | --- | --- |",
+        f"| `vrconvert --help` | **{s['help_s']:.2f}** | <= 0.5 |",
+        f"| `vrconvert inspect r2plus1d_18.pth` | {s['inspect_pth_s']:.2f} | |",
+        f"| `vrconvert inspect out.keras` | {s['inspect_keras_s']:.2f} | |",
+        "",
+    ]
+    return lines
+
+
+def _evaluate_table(results: dict) -> list[str]:
+    lines: list[str] = []
+    e = results["evaluate"]
+    lines += [
+        f"| evaluate over {e['videos']} videos ({e['clip']} clips) | videos/s |",
+        "| --- | --- |",
+        f"| the two models back to back, one process | {e['baseline_videos_per_s']:.2f} |",
+        f"| `evaluate` (one fsync'd line per video) | {e['evaluate_videos_per_s']:.2f} |",
+        f"| ratio (target >= {e['target']}) | **{e['ratio']:.2f}** |",
+        "",
+    ]
+    return lines
 
 
 def bench_evaluate() -> dict:
