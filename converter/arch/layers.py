@@ -235,8 +235,30 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
 
     Cached: records and specs are immutable, and mapping, accounting and builders all walk them."""
     g = _Graph(arch)
-    act = arch.activation
-    x, channels = INPUT, 3
+    x, channels = _stem(g, arch)
+    widths = _Widths(arch)
+    for s, stage in enumerate(arch.stages, start=1):
+        kind = CONV_KINDS[stage.conv]
+        for b in range(stage.blocks):
+            if kind.unit:
+                triple = stage.stride if isinstance(stage.stride, tuple) else (stage.stride,) * 3
+                x = _unit_block(g, arch, f"layer{s}.{b}", x, kind, channels, stage.planes, triple if b == 0 else ONE)
+            else:
+                x = _block(
+                    g, arch, f"layer{s}.{b}", x, kind, channels, stage.planes, stage.stride if b == 0 else 1, widths
+                )
+            channels = stage.planes * arch.expansion
+    widths.check_used()
+    x = g.add("avgpool", "avgpool", (x,))
+    x = g.add("fc", "dense", (x,), channels_in=channels, channels_out=arch.num_classes, bias=True)
+    if arch.head_activation:
+        g.act("head", x, arch.head_activation)
+    return tuple(g.layers)
+
+
+def _stem(g: _Graph, arch: Arch) -> tuple[str, int]:
+    """The stem's records (and its pool); returns (output, channels)."""
+    x, channels, act = INPUT, 3, arch.activation
     for i, stem in enumerate(arch.stem):
         if stem.conv is not None:  # a unit kind's K(channels, kernel, stride, act)
             x = g.unit(f"stem.{i}", x, CONV_KINDS[stem.conv], channels, stem.channels, stem.kernel, stem.stride, act)
@@ -247,60 +269,56 @@ def expand(arch: Arch) -> tuple[Layer, ...]:
         channels = stem.channels
     if arch.stem_pool is not None:
         x = g.pool("stem.pool", x, arch.stem_pool)
+    return x, channels
 
-    widths = iter(arch.midplanes) if arch.midplanes is not None else None
 
-    def width(kind: ConvKind, formula: int) -> int:
-        """The next factorised conv's mid-channel width: the override's next value, or the formula."""
-        if widths is None or not kind.factorised:
+class _Widths:
+    """The factorised convs' mid-channel widths: the arch's override, one value per conv in network order,
+    or torchvision's formula."""
+
+    def __init__(self, arch: Arch) -> None:
+        self.arch = arch
+        self.values = iter(arch.midplanes) if arch.midplanes is not None else None
+
+    def next(self, kind: ConvKind, formula: int) -> int:
+        if self.values is None or not kind.factorised:
             return formula
         try:
-            return next(widths)
+            return next(self.values)
         except StopIteration:
-            raise ValueError(f"{arch.name}: too few midplanes ({len(arch.midplanes)})") from None
+            raise ValueError(f"{self.arch.name}: too few midplanes ({len(self.arch.midplanes)})") from None
 
-    block_act = "relu" if act == "relu" else "act"  # torchvision's name for a block's last activation
-    for s, stage in enumerate(arch.stages, start=1):
-        kind = CONV_KINDS[stage.conv]
-        planes, out_planes = stage.planes, stage.planes * arch.expansion
-        for b in range(stage.blocks):
-            if kind.unit:
-                triple = stage.stride if isinstance(stage.stride, tuple) else (stage.stride,) * 3
-                x = _unit_block(g, arch, f"layer{s}.{b}", x, kind, channels, planes, triple if b == 0 else ONE)
-                channels = out_planes
-                continue
-            stride = stage.stride if b == 0 else 1
-            formula = midplanes_formula(channels, planes)  # once per block, as torchvision does
-            p, block_in = f"layer{s}.{b}", x
-            if arch.block == "basic":
-                first, second = (stride, 1) if arch.stride_on == "first" else (1, stride)
-                x = g.conv_of_kind(f"{p}.conv1.0", x, kind, channels, planes, width(kind, formula), first)
-                x = g.act(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x), act)
-                x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, width(kind, formula), second)
-                x = g.bn(f"{p}.conv2.1", x)
-            else:
-                x = g.conv(f"{p}.conv1.0", x, channels, planes, (1, 1, 1), (1, 1, 1))
-                x = g.act(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x), act)
-                x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, width(kind, formula), stride)
-                x = g.act(f"{p}.conv2.2", g.bn(f"{p}.conv2.1", x), act)
-                x = g.conv(f"{p}.conv3.0", x, planes, out_planes, (1, 1, 1), (1, 1, 1))
-                x = g.bn(f"{p}.conv3.1", x)
-            if arch.se_ratio:
-                x = g.squeeze_excite(f"{p}.se", x, out_planes, arch.se_ratio)
-            shortcut = block_in
-            if stride != 1 or channels != out_planes:
-                shortcut = g.shortcut(f"{p}.downsample", block_in, arch, kind, channels, out_planes, stride)
-            x = g.add(f"{p}.add", "add", (x, shortcut))
-            x = g.act(f"{p}.{block_act}", x, act)
-            channels = out_planes
-    if widths is not None and next(widths, None) is not None:
-        raise ValueError(f"{arch.name}: more midplanes ({len(arch.midplanes)}) than factorised convs")
+    def check_used(self) -> None:
+        if self.values is not None and next(self.values, None) is not None:
+            raise ValueError(f"{self.arch.name}: more midplanes ({len(self.arch.midplanes)}) than factorised convs")
 
-    x = g.add("avgpool", "avgpool", (x,))
-    x = g.add("fc", "dense", (x,), channels_in=channels, channels_out=arch.num_classes, bias=True)
-    if arch.head_activation:
-        g.act("head", x, arch.head_activation)
-    return tuple(g.layers)
+
+def _block(
+    g: _Graph, arch: Arch, p: str, x: str, kind: ConvKind, channels: int, planes: int, stride: int, widths: _Widths
+) -> str:
+    """One torchvision residual block (basic or bottleneck), its shortcut and activation."""
+    act, out_planes, block_in = arch.activation, planes * arch.expansion, x
+    formula = midplanes_formula(channels, planes)  # once per block, as torchvision does
+    if arch.block == "basic":
+        first, second = (stride, 1) if arch.stride_on == "first" else (1, stride)
+        x = g.conv_of_kind(f"{p}.conv1.0", x, kind, channels, planes, widths.next(kind, formula), first)
+        x = g.act(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x), act)
+        x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, widths.next(kind, formula), second)
+        x = g.bn(f"{p}.conv2.1", x)
+    else:
+        x = g.conv(f"{p}.conv1.0", x, channels, planes, (1, 1, 1), (1, 1, 1))
+        x = g.act(f"{p}.conv1.2", g.bn(f"{p}.conv1.1", x), act)
+        x = g.conv_of_kind(f"{p}.conv2.0", x, kind, planes, planes, widths.next(kind, formula), stride)
+        x = g.act(f"{p}.conv2.2", g.bn(f"{p}.conv2.1", x), act)
+        x = g.conv(f"{p}.conv3.0", x, planes, out_planes, (1, 1, 1), (1, 1, 1))
+        x = g.bn(f"{p}.conv3.1", x)
+    if arch.se_ratio:
+        x = g.squeeze_excite(f"{p}.se", x, out_planes, arch.se_ratio)
+    shortcut = block_in
+    if stride != 1 or channels != out_planes:
+        shortcut = g.shortcut(f"{p}.downsample", block_in, arch, kind, channels, out_planes, stride)
+    x = g.add(f"{p}.add", "add", (x, shortcut))
+    return g.act(f"{p}.{'relu' if act == 'relu' else 'act'}", x, act)  # torchvision's name for the last one
 
 
 def _unit_block(g: _Graph, arch: Arch, p: str, x: str, kind: ConvKind, cin: int, planes: int, stride: Triple) -> str:
