@@ -13,8 +13,8 @@ import numpy as np
 from vrconvert.converter.arch import spec
 from vrconvert.converter.arch.folding import FOLDED_SUFFIX, folded_layers, folded_variables
 from vrconvert.converter.arch.layers import INPUT, keras_name
-from vrconvert.converter.errors import InputError
 from vrconvert.models_tf.build import MERGES, apply_layer
+from vrconvert.models_tf.variables import assign
 
 
 def build_folded(arch: spec.Arch, state: dict[str, np.ndarray], input_shape=None):
@@ -31,11 +31,7 @@ def build_folded(arch: spec.Arch, state: dict[str, np.ndarray], input_shape=None
         values[layer.name] = out
     model = keras.Model(inputs, out, name=f"{arch.name}{FOLDED_SUFFIX}")
     arrays = folded_variables(arch, state)
-    variables = {v.path: v for v in model.weights}
-    if set(variables) != set(arrays):
-        raise InputError(f"{arch.name}: the folded model's variables do not match the folded weights")
-    for path, array in arrays.items():
-        variables[path].assign(array)
+    assign(model, arrays.items(), set(arrays), f"{arch.name}'s folded weights")
     return model
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from vrconvert.converter.arch import accounting, heads, mapping, spec
 from vrconvert.converter.arch.layers import PREPROCESSING_PREFIX, expand, keras_name
 from vrconvert.converter.errors import InputError
+from vrconvert.models_tf.variables import assign
 from vrconvert.models_tf.walk import activation_of, leaves
 
 # weightless layers a wrapper may hold: identity at inference (Dropout) or torch's own head pooling
@@ -129,9 +130,5 @@ def flat_copy(model, variant: spec.Arch, head: str | None = None):
     for layer in flat.layers:
         if layer.name in norms:
             layer.momentum, layer.epsilon = norms[layer.name].momentum, norms[layer.name].epsilon
-    variables = {v.path: v for v in flat.weights}
-    if set(variables) != set(values):
-        raise InputError(f"cannot flatten the model: {sorted(set(variables) ^ set(values))[:4]}")
-    for path, value in values.items():
-        variables[path].assign(value)
+    assign(flat, values.items(), set(values), "the wrapped backbone")
     return flat

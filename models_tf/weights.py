@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import keras
@@ -21,6 +20,7 @@ from vrconvert.converter.formats.keras_io import keras_suffix
 from vrconvert.converter.formats.output import atomic_path
 from vrconvert.models_tf import fold
 from vrconvert.models_tf.build import build
+from vrconvert.models_tf.variables import assign, shapes_of_model, variables_of
 from vrconvert.models_tf.walk import activation_of
 
 
@@ -36,24 +36,6 @@ def build_model(
     model = build(arch, include_preprocessing=include_preprocessing, preprocessing_resize=resize)
     assign(model, mapping.iter_keras(arch, state), {e.keras_path for e in mapping.entries(arch)})
     return model
-
-
-def assign(model, arrays: Iterable[tuple[str, np.ndarray]], paths: set[str]) -> None:
-    """Assigns (variable path, array) pairs; `paths` (what they will cover) must be exactly the model's."""
-    variables = {v.path: v for v in model.weights}
-    if set(variables) != paths:
-        missing, extra = sorted(set(variables) - paths), sorted(paths - set(variables))
-        raise InputError(f"the mapping does not cover the Keras model: unassigned {missing[:4]}, unknown {extra[:4]}")
-    for path, array in arrays:
-        variables[path].assign(array)
-
-
-def variables_of(model) -> dict[str, np.ndarray]:
-    return {v.path: keras.ops.convert_to_numpy(v) for v in model.weights}
-
-
-def shapes_of_model(model) -> dict[str, tuple[int, ...]]:
-    return {v.path: tuple(v.shape) for v in model.weights}
 
 
 def load_keras_model(
