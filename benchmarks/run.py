@@ -235,7 +235,7 @@ def bench_startup(ckpt: Path, folder: Path, reps: int) -> dict:
     return out
 
 
-def keep_earlier(results: dict, path: Path, parts: dict) -> None:
+def keep_earlier(results: dict, path: Path, parts: tuple[str, ...]) -> None:
     """A partial run (--only) keeps the other parts of the last results.json, each with when and where it
     was measured."""
     if not path.is_file():
@@ -379,30 +379,30 @@ def bench_evaluate() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+IN_PROCESS_PARTS = ("inference", "conversion", "validation", "startup", "evaluate")  # results.json / results.md
+OWN_TABLE_PARTS = ("export", "preprocessing", "lowp", "files")  # each its own script and benchmarks/PART.md
+
+
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
-    parser.add_argument(
-        "--skip", action="append", default=[], choices=["inference", "conversion", "validation", "startup", "evaluate"]
-    )
+    parser.add_argument("--skip", action="append", default=[], choices=IN_PROCESS_PARTS)
     parser.add_argument(
         "--only",
         action="append",
-        choices=[
-            "inference",
-            "conversion",
-            "validation",
-            "startup",
-            "evaluate",
-            "export",
-            "preprocessing",
-            "lowp",
-            "files",
-        ],
+        choices=IN_PROCESS_PARTS + OWN_TABLE_PARTS,
         help="measure only this part (repeatable); the other parts of results.json are kept, with their dates",
     )
     parser.add_argument("--out", type=Path, default=HERE)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def wanted(args: argparse.Namespace, part: str) -> bool:
+    return part not in args.skip and (not args.only or part in args.only)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """The in-process parts asked for, each with the date and machine it was measured on."""
     reps = 2 if args.quick else 5
     results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -421,23 +421,28 @@ def main() -> None:
             "inference": lambda: bench_inference(3 if args.quick else 5),
             "evaluate": bench_evaluate,
         }
-        if "inference" not in args.skip and (not args.only or "inference" in args.only):
+        if wanted(args, "inference"):
             results["sgemm_gflops"], results["inference_peak"] = measured_sgemm(), results["machine"]["peak"]
         for name, run in parts.items():
-            if name in args.skip or (args.only and name not in args.only):
-                continue
-            print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
-            results[name] = run()
-            results.setdefault("measured", {})[name] = f"{results['date']} on {describe(results['machine'])}"
-    if not args.only or set(args.only) & set(parts):  # else results.json has nothing new
+            if wanted(args, name):
+                print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+                results[name] = run()
+                results.setdefault("measured", {})[name] = f"{results['date']} on {describe(results['machine'])}"
+    return results
+
+
+def main() -> None:
+    args = arguments()
+    if not args.only or set(args.only) & set(IN_PROCESS_PARTS):  # else results.json has nothing new
+        results = measure(args)
         if args.only:
-            keep_earlier(results, args.out / "results.json", parts)
+            keep_earlier(results, args.out / "results.json", IN_PROCESS_PARTS)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         table = markdown(results)
         (args.out / "results.md").write_text(table + "\n")
         print(table)
-    for part in ("export", "preprocessing", "lowp", "files"):  # their own tables: benchmarks/PART.md
+    for part in OWN_TABLE_PARTS:
         if not args.only or part in args.only:
             command = [PY, str(HERE / f"{part}.py"), "--out", str(args.out)] + ["--quick"] * args.quick
             subprocess.run(command, check=True, env=ENV)
