@@ -207,7 +207,7 @@ def test_fixtures_are_where_the_readme_says():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suffix", [".onnx", ".xml", ".tflite", ""])
+@pytest.mark.parametrize("suffix", [".onnx", ".xml", ""])  # LiteRT refuses (test_s3d)
 def test_export_keeps_the_bound_in_each_runtime(suffix, recipe_file, tmp_path):
     """Each format's own runtime on the oracle's 16x224x224 clip, against torch (float32)."""
     from zoo_oracle import oracle_input
