@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from helpers import invoke, make_checkpoint, save_state
 
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families, spec
 
 
 @pytest.fixture
@@ -43,9 +43,9 @@ def _publish(root, torch, name_hash: str | None = None):
 
 def _point_spec_at(monkeypatch, base, filename):
     arch = spec.get("mc3_18")
-    monkeypatch.setitem(
-        spec.VARIANTS, "mc3_18", replace(arch, pretrained=replace(arch.pretrained, url=f"{base}/{filename}"))
-    )
+    moved = replace(arch, pretrained=replace(arch.pretrained, url=f"{base}/{filename}"))
+    monkeypatch.setitem(spec.VARIANTS, "mc3_18", moved)
+    monkeypatch.setitem(families.VARIANTS, "mc3_18", moved)  # where commands look variants up
 
 
 def test_download_good_hash_then_cached(server, tmp_path, torch, capsys, monkeypatch):

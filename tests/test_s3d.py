@@ -223,3 +223,17 @@ def test_keras_on_other_backends_against_torchvision_float64(backend):
 
     out = run_python(KERAS_ON_BACKEND.format(tests=str(Path(__file__).parent)), backend=backend)
     assert float(out.stdout.split()[-1]) <= bound(ARCH, "clip16")
+
+
+def test_litert_refuses_in_one_line_naming_the_op(tmp_path, keras):
+    """LiteRT has no builtin 3D max pool: one line, nothing written (the other formats run it)."""
+    pytest.importorskip("ai_edge_litert")
+    from helpers import save_state
+
+    from vrconvert.converter.deploy.export import export
+    from vrconvert.converter.errors import InputError
+
+    save_state(recipe_state_dict(ARCH), tmp_path / "s3d.pth")
+    with pytest.raises(InputError, match=r"^litert cannot run s3d: its runtime has no MaxPool3D \(3D max pooling\) op"):
+        export(tmp_path / "s3d.pth", tmp_path / "s3d.tflite", validate=False)
+    assert not (tmp_path / "s3d.tflite").exists()

@@ -155,6 +155,8 @@ def export(
     result.seconds["load"] = time.perf_counter() - start
     dtype, name = ("uint8", "frames") if include_preprocessing else ("float32", INPUT)
     signature = [keras.InputSpec(shape=tuple(shape), dtype=dtype, name=name)]
+    if (op := fmt.lacking_op(model)) is not None:
+        raise InputError(f"{fmt.name} cannot run {variant.name}: its runtime has no {op} op; use another format")
     with atomic.staging(dst) as folder:
         staged_main = folder / dst.name
         t = time.perf_counter()

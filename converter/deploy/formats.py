@@ -172,6 +172,12 @@ class Format:
     modules: tuple[str, ...]  # what exporting and running it import (beyond TensorFlow and Keras)
     export: Callable  # (keras model, path, input signature) -> the paths written, the main one last
     runner: Callable[..., Runner]  # (path, **options) -> a Runner
+    lacks: tuple[tuple[str, str], ...] = ()  # (Keras layer class, the op its runtime has no kernel for)
+
+    def lacking_op(self, model) -> str | None:
+        """The first op of `model` this format's runtime cannot run, by the layers that need it; else None."""
+        classes = {type(layer).__name__ for layer in model.layers}
+        return next((op for cls, op in self.lacks if cls in classes), None)
 
     def missing_module(self) -> str | None:
         for module in ("tensorflow", *self.modules):
@@ -191,7 +197,15 @@ FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
         Format("saved_model", None, "TensorFlow SavedModel directory", (), _export_saved_model, _run_saved_model),
-        Format("litert", ".tflite", "LiteRT (TFLite) flatbuffer", ("ai_edge_litert",), _export_litert, _run_litert),
+        Format(
+            "litert",
+            ".tflite",
+            "LiteRT (TFLite) flatbuffer",
+            ("ai_edge_litert",),
+            _export_litert,
+            _run_litert,
+            lacks=(("MaxPooling3D", "MaxPool3D (3D max pooling)"),),  # no LiteRT builtin; S3D's pools
+        ),
         Format("onnx", ".onnx", "ONNX (via tf2onnx)", ("tf2onnx", "onnx", "onnxruntime"), _export_onnx, _run_onnx),
         Format("openvino", ".xml", "OpenVINO IR (.xml + .bin)", ("openvino", "scipy"), _export_openvino, _run_openvino),
     )
