@@ -32,7 +32,8 @@ class Trainer:
     def __init__(self, model, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, watch=()) -> None:
         self.model = model
         self.watch = tuple(watch)
-        self.probe = keras.Model(model.inputs, [model.outputs[0], *(model.get_layer(n).output for n in self.watch)])
+        outputs = [model.outputs[0], *(model.get_layer(n).output for n in self.watch)]
+        self.probe = keras.Model(model.inputs[0], outputs)  # one input, as the model is called
         self.weight_decay = weight_decay
         self.optimizer = keras.optimizers.SGD(learning_rate=lr, momentum=momentum)
         self.variables = list(model.trainable_variables)
