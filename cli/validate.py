@@ -47,6 +47,15 @@ from .options import (
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a self-contained HTML page: the cases and the per-layer error profile of the worst input.",
 )
+@click.option("--train", is_flag=True, help="Compare SGD training steps instead (BatchNorm in training mode).")
+@click.option("--steps", type=click.IntRange(min=1), default=2, show_default=True, help="With --train: SGD steps.")
+@click.option("--batch", type=click.IntRange(min=2), default=2, show_default=True, help="With --train: clips a step.")
+@click.option(
+    "--lr", type=click.FloatRange(min=0), default=0.01, show_default=True, help="With --train: learning rate."
+)
+@click.option("--momentum", type=click.FloatRange(min=0, max=1), default=0.0, show_default=True, help="With --train.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True, help="With --train.")
+@click.option("--head", default=None, metavar="NAME", help="The classifier layer of a wrapped backbone, if ambiguous.")
 @json_option
 def validate(
     torch_file,
@@ -61,6 +70,13 @@ def validate(
     allow_tf32,
     tolerance,
     report_path,
+    train,
+    steps,
+    batch,
+    lr,
+    momentum,
+    weight_decay,
+    head,
     as_json,
 ) -> None:
     """Check that TORCH_FILE and KERAS_FILE compute the same logits.
@@ -68,6 +84,10 @@ def validate(
     Runs both on seeded random clips, the packaged real clip and every --video, reports per input the
     max absolute and relative difference, cosine and top-1/top-5 agreement, and on failure names the
     first torch module and Keras layer whose outputs differ. Exit 0 pass, 1 parity failure, 2 bad input.
+
+    With --train, both take the same SGD steps from the same weights on seeded clips of --frames and
+    --size, and every logit, loss, gradient, weight and BatchNorm statistic of every step is judged
+    against a float64 torch run (Keras' error at most 2x torch float32's own); the worst tensor is named.
     """
     from vrconvert.converter import backends
     from vrconvert.converter.parity import runtime
@@ -75,6 +95,9 @@ def validate(
     keras_backend = backends.resolve_backend(keras_backend)
     if not backends.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
+    if train:
+        _train(torch_file, keras_file, frames, size, steps, batch, lr, momentum, weight_decay, head, as_json)
+        return
     from vrconvert.converter.formats import keras_io
     from vrconvert.converter.parity import validate as validator
 
@@ -115,6 +138,43 @@ def validate(
         emit_json(report.as_dict())
     else:
         print_report(report)
+    if not report.passed:
+        sys.exit(1)
+
+
+def _train(torch_file, keras_file, frames, size, steps, batch, lr, momentum, weight_decay, head, as_json) -> None:
+    from vrconvert.converter.parity import train
+
+    settings = train.Settings(
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        frames=frames,
+        size=parse_size(size),
+    )
+    report = train.validate_training(torch_file, keras_file, settings, head=head)
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        worst = report.worst
+        click.echo(
+            f"{report.arch} ({report.num_classes} classes), Keras on {report.backend}: {steps} SGD steps of "
+            f"{batch} clips {frames}x{settings.size[0]}x{settings.size[1]}, lr {lr:g}, momentum {momentum:g}, "
+            f"weight decay {weight_decay:g}; BatchNorm running variance by {report.batchnorm}'s rule"
+        )
+        click.echo(f"{len(report.checks)} tensors judged against float64 torch; ReLU ties taken: {report.ties}")
+        for c in [c for c in report.checks if not c.passed][:10]:
+            click.echo(
+                f"  step {c.step} {c.what} {c.name}: Keras {c.keras_error:.2e} > bound {c.bound:.2e} "
+                f"(torch float32 {c.torch_error:.2e})"
+            )
+        verdict = "PASS" if report.passed else "FAIL"
+        click.echo(
+            f"training parity {verdict}: worst step {worst.step} {worst.what} {worst.name}, Keras "
+            f"{worst.keras_error:.2e} vs bound {worst.bound:.2e} (torch float32 {worst.torch_error:.2e})"
+        )
     if not report.passed:
         sys.exit(1)
 

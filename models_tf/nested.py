@@ -44,7 +44,7 @@ def _var(variable) -> str:
     return variable.path.rsplit("/", 1)[-1]
 
 
-def find(model, arch: str | None = None, head: str | None = None, require_head: bool = True):
+def find(model, arch: str | None = None, head: str | None = None, require_head: bool = True, values: bool = True):
     """(arch, variables) of the backbone and head inside `model`, the variables keyed by the mapping's
     Keras paths (the head's as `fc/...`). `head` names the head layer when more than one Dense could be
     it; without `require_head`, a headless backbone is accepted (then no `fc/...` variables)."""
@@ -63,11 +63,13 @@ def find(model, arch: str | None = None, head: str | None = None, require_head: 
             _check_passive(layer, own)
         elif layer.name == name and layer.get_config().get("activation") not in (None, "linear", "softmax"):
             raise InputError(f"layer {name}: a head with activation {layer.get_config()['activation']!r}")
-    values = {}
+    if not values:  # detection only: no copy of the weights
+        return variant, {}
+    found = {}
     for layer in layers:
         for v in layer.weights:
-            values[f"{heads.HEAD if layer.name == name else layer.name}/{_var(v)}"] = keras.ops.convert_to_numpy(v)
-    return variant, values
+            found[f"{heads.HEAD if layer.name == name else layer.name}/{_var(v)}"] = keras.ops.convert_to_numpy(v)
+    return variant, found
 
 
 def locate(model, arch: str | None = None, head: str | None = None, require_head: bool = True):

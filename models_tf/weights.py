@@ -74,7 +74,7 @@ def load_keras_model(
         return folding.detect(shapes_of_model(model), arch, activation_of(model)), model
     from vrconvert.models_tf import nested
 
-    return nested.find(model, arch, head)[0], model
+    return nested.find(model, arch, head, values=False)[0], model
 
 
 def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None, head: str | None = None):

@@ -172,3 +172,21 @@ def test_ambiguous_or_foreign_layers_are_named(checkpoint, tmp_path, capsys, ker
     head = keras.layers.Dense(3, name="h")(maxed.output)
     with pytest.raises(InputError, match="a max-pooling head"):
         keras_to_state_dict(keras.Model(maxed.input, head))
+
+
+def test_nesting_is_bounded_before_keras_reads_the_config():
+    """A wrapped backbone's config is walked within a depth bound (no Keras: the pre-check's own parser)."""
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.formats import keras_archive
+
+    config = {"class_name": "Functional", "config": {"layers": []}}
+    inner = config
+    for _ in range(keras_archive.KERAS_NESTING + 1):
+        nested = {"class_name": "Functional", "module": "keras.src.models.functional", "config": {"layers": []}}
+        inner["config"]["layers"].append(nested)
+        inner = nested
+    with pytest.raises(InputError, match=f"models nested more than {keras_archive.KERAS_NESTING} deep"):
+        keras_archive._declared_shapes(config, ARCH)
+    foreign = {"class_name": "Functional", "module": "evil.models", "config": {"layers": []}}
+    with pytest.raises(InputError, match=r"a nested model from module 'evil\.models'"):
+        keras_archive._declared_shapes({"class_name": "Sequential", "config": {"layers": [foreign]}}, ARCH)
