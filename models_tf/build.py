@@ -12,8 +12,10 @@ from typing import Literal
 
 import keras
 
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families
 from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
+from vrconvert.converter.arch.mvit import MViTArch
+from vrconvert.models_tf import mvit
 
 MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
 
@@ -51,7 +53,7 @@ def apply_layer(layer: Layer, x, classifier_activation):
 
 
 def build(
-    arch: str | spec.Arch,
+    arch: str | families.Variant,
     num_classes: int | None = None,
     *,
     include_top: bool = True,
@@ -79,8 +81,14 @@ def build(
     """
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
+    if isinstance(variant, MViTArch):  # its own builder: the weights fix the input size
+        if include_preprocessing or data_format != "channels_last" or pooling is not None:
+            raise ValueError(f"{variant.name}: include_preprocessing, data_format and pooling are not supported")
+        if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
+            raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
+        return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
     shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)

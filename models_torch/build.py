@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families, spec
 from vrconvert.converter.arch.layers import INPUT, Layer, expand
+from vrconvert.converter.arch.mvit import MViTArch
+from vrconvert.models_torch import mvit
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 ACTIVATIONS = {
@@ -161,11 +163,13 @@ def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:
     return [tuple(names) for names in frees]
 
 
-def build(arch: str | spec.Arch, num_classes: int = 400, *, include_preprocessing: bool = False) -> VideoResNet:
+def build(arch: str | families.Variant, num_classes: int = 400, *, include_preprocessing: bool = False) -> nn.Module:
     """An untrained (torch-default-initialised) model of `arch` with a `num_classes`-way head; with
     `include_preprocessing`, fed uint8 frames (N, T, H, W, 3) (`models_torch.preprocessing`)."""
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes)
+    if isinstance(variant, MViTArch):
+        return mvit.build(variant)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))
