@@ -13,8 +13,9 @@ from .options import emit_json, force_option, json_option
 @json_option
 def list_cmd(as_json: bool) -> None:
     """Every variant vrconvert builds and converts, with its parameter count and pretrained weights."""
-    from vrconvert.converter.arch import spec
-    from vrconvert.converter.arch.layers import count_params, expand
+    from vrconvert.converter.arch import families
+    from vrconvert.converter.arch.families import expand
+    from vrconvert.converter.arch.layers import count_params
 
     rows = [
         {
@@ -24,7 +25,7 @@ def list_cmd(as_json: bool) -> None:
             "acc1": v.pretrained.acc1 if v.pretrained else None,
             "description": v.description,
         }
-        for v in spec.VARIANTS.values()
+        for v in families.VARIANTS.values()
     ]
     if as_json:
         emit_json({"variants": rows})

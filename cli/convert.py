@@ -79,12 +79,12 @@ def torch2keras(
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
     if pretrained:
-        from vrconvert.converter.arch import spec
+        from vrconvert.converter.arch import families
         from vrconvert.converter.formats.download import fetch_pretrained
         from vrconvert.converter.formats.keras_io import KERAS_SUFFIXES
         from vrconvert.converter.formats.output import check_target
 
-        published = [name for name, v in spec.VARIANTS.items() if v.pretrained]
+        published = [name for name, v in families.VARIANTS.items() if v.pretrained]
         if pretrained not in published:
             raise InputError(f"no pretrained weights for {pretrained!r}; published: {', '.join(published)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download

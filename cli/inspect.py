@@ -18,7 +18,8 @@ FRAMES_IN = "uint8 frames (N, T, H, W, 3) of any HxW; torchvision's Kinetics tra
 def inspect(file: Path, arch: str | None, as_json: bool) -> None:
     """Describe a checkpoint or Keras file: format, architecture, classes, parameters, dtype, hash."""
     from vrconvert.converter.arch import accounting
-    from vrconvert.converter.arch.layers import count_params, expand
+    from vrconvert.converter.arch.families import expand
+    from vrconvert.converter.arch.layers import count_params
     from vrconvert.converter.errors import InputError
     from vrconvert.converter.formats import keras_io
 
@@ -78,11 +79,11 @@ def inspect(file: Path, arch: str | None, as_json: bool) -> None:
 @json_option
 def mapping_cmd(arch: str, num_classes: int, as_json: bool) -> None:
     """Print the torch <-> Keras name mapping of ARCH, derived from the spec."""
-    from vrconvert.converter.arch import mapping, spec
+    from vrconvert.converter.arch import families, mapping
     from vrconvert.converter.errors import InputError
 
     try:
-        variant = spec.get(arch).with_classes(num_classes)
+        variant = families.get(arch).with_classes(num_classes)
     except KeyError as exc:
         raise InputError(exc.args[0]) from exc
     rows = mapping.table(variant)

@@ -13,8 +13,8 @@ import h5py
 import keras
 import numpy as np
 
-from vrconvert.converter.arch import accounting, folding, mapping, spec
-from vrconvert.converter.arch.layers import expand
+from vrconvert.converter.arch import accounting, families, folding, mapping, spec
+from vrconvert.converter.arch.families import expand
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import keras_archive
 from vrconvert.converter.formats.keras_io import keras_suffix
@@ -134,8 +134,8 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     classes = num_classes or next((s[1] for s in shapes if len(s) == 2), None)
     kernels = _conv_kernels_in_order(arrays)
     fits = []
-    for name in [arch] if arch else list(spec.VARIANTS):
-        variant = spec.get(name).with_classes(classes or 400)
+    for name in [arch] if arch else list(families.VARIANTS):
+        variant = families.get(name).with_classes(classes or 400)
         convs = [layer for layer in expand(variant) if layer.op == "conv"]
         if len(kernels) == len(convs):  # name the n-th kernel after the n-th conv, in torch's layout
             named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs, strict=True)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import layers, mapping, spec
+from vrconvert.converter.arch import families, layers, mapping, spec
 from vrconvert.converter.errors import InputError
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
@@ -111,9 +111,12 @@ def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
     return report
 
 
+HEADS = ("fc.weight", "head.1.weight")  # the classifier's weight: the ResNets', MViT's
+
+
 def num_classes_of(shapes: dict[str, tuple[int, ...]]) -> int | None:
-    """A classifier head's width, read from `fc.weight` (fine-tuned heads differ from 400)."""
-    fc = shapes.get("fc.weight")
+    """A classifier head's width, read from its weight (fine-tuned heads differ from 400)."""
+    fc = next((shapes[key] for key in HEADS if key in shapes), None)
     return int(fc[0]) if fc is not None and len(fc) == 2 else None
 
 
@@ -128,9 +131,9 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
         raise InputError("the checkpoint holds no tensors")
     classes = num_classes_of(shapes)
     candidates = (
-        [spec.get(arch)]
+        [families.get(arch)]
         if arch
-        else [v for v in spec.VARIANTS.values() if activation is None or v.activation == activation]
+        else [v for v in families.VARIANTS.values() if activation is None or v.activation == activation]
     )
     reports, matches = [], []
     for variant in candidates:
@@ -158,6 +161,8 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
 def with_checkpoint_midplanes(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> spec.Arch | None:
     """`arch` with its R(2+1)D mid-channel widths read from the checkpoint's spatial kernels, when it
     has factorised convs and the checkpoint's widths differ from the formula; else None."""
+    if not isinstance(arch, spec.Arch):
+        return None
     convs = layers.midplane_convs(arch)
     keys = [f"{conv.name}.weight" for conv in convs]
     if not convs or not all(key in shapes and len(shapes[key]) == 5 for key in keys):
@@ -170,7 +175,7 @@ def with_checkpoint_midplanes(arch: spec.Arch, shapes: dict[str, tuple[int, ...]
 
 def midplanes_report(arch: spec.Arch) -> list[str]:
     """Where `arch`'s mid-channel widths differ from torchvision's formula, one line each."""
-    if arch.midplanes is None:
+    if getattr(arch, "midplanes", None) is None:
         return []
     formula = layers.midplane_convs(replace(arch, midplanes=None))
     return [
@@ -189,7 +194,7 @@ def torch_shapes_of(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, 
     that the architecture can be detected (and accounted for) exactly as for a torch checkpoint."""
     out = {}
     for path, shape in shapes.items():
-        layer, var = path.rsplit("/", 1) if "/" in path else ("", path)
+        layer, var = path.split("/", 1) if "/" in path else ("", path)  # a sublayer's: `attn/qkv/kernel`
         shape = tuple(shape)
         rule = mapping.rule_for_keras(var, len(shape))
         key = f"{layers.torch_path(layer)}.{rule.torch_suffix}" if rule else path

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families
 from vrconvert.converter.errors import DownloadError, InputError
 from vrconvert.converter.formats.output import removed_on_signal
 
@@ -41,14 +41,14 @@ def hub_dir() -> Path:
     return Path(torch_home) / "hub" / "checkpoints"
 
 
-def url_for(arch: spec.Arch) -> str:
+def url_for(arch: families.Variant) -> str:
     if arch.pretrained is None:
         raise InputError(f"{arch.name} has no published pretrained weights")
     base = os.environ.get(BASE_URL_ENV)
     return f"{base.rstrip('/')}/{arch.pretrained.filename}" if base else arch.pretrained.url
 
 
-def size_limit(arch: spec.Arch) -> int:
+def size_limit(arch: families.Variant) -> int:
     """The most bytes a published checkpoint of `arch` can hold: float32 parameters plus slack."""
     return 4 * arch.num_params + limits.DOWNLOAD_SLACK if arch.num_params else limits.DOWNLOAD_BYTES
 
@@ -87,7 +87,7 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
     `max_seconds` bounds the whole download (default: $VRCONVERT_DOWNLOAD_SECONDS, else the limit)."""
     if max_seconds is None:
         max_seconds = float(os.environ.get(DEADLINE_ENV) or limits.DOWNLOAD_SECONDS)
-    arch = spec.get(name)
+    arch = families.get(name)
     url = url_for(arch)
     target = hub_dir() / arch.pretrained.filename
     if target.exists():

@@ -15,7 +15,9 @@ where do they part?
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +26,8 @@ import numpy as np
 
 from vrconvert.converter import parity
 from vrconvert.converter.arch import folding, spec
-from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError, ParityError
 from vrconvert.converter.parity.runtime import Runtime
@@ -154,6 +157,25 @@ def default_clips(
         raise InputError("--video needs PyAV" + ("" if raw else " and a 112x112 input (the Kinetics crop)"))
     clips = clips_for(frames=frames, size=size, random=1, sample=real and sample, videos=videos, raw=raw)
     return clips, notes
+
+
+def fit_clips(arch, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`clips` as a network whose weights fix its input size (MViT's `clip`) can take them: a seeded
+    random clip is drawn again, same seed, at that size; any other clip of another size is left out,
+    with a warning."""
+    fixed = getattr(arch, "clip", None)
+    if fixed is None:
+        return clips
+    t, h, w = fixed
+    fitted = {}
+    for name, clip in clips.items():
+        if clip.dtype == np.uint8 or tuple(clip.shape[2:]) == fixed:
+            fitted[name] = clip
+        elif seed := re.fullmatch(r"random\(seed=(\d+), [^)]*\)", name):
+            fitted[f"random(seed={seed[1]}, {t}x{h}x{w})"] = parity.random_clip(int(seed[1]), t, (h, w), len(clip))
+        else:
+            warnings.warn(f"{name} left out: {arch.name} takes {t}x{h}x{w} clips only", stacklevel=3)
+    return fitted
 
 
 def require(report: Report, what: str = "") -> None:
@@ -288,6 +310,7 @@ def check_runner(
     `run` that preprocesses itself: the torch model then gets torchvision's transform in front. With
     `profile`, the per-layer figures are computed on the worst clip even when every case passes."""
     start = time.perf_counter()
+    clips = fit_clips(arch, clips)
     if clips and all(c.dtype == np.uint8 for c in clips.values()):  # raw frames: torchvision's transform first
         from vrconvert.models_torch.build import with_preprocessing
 
