@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 import torch
+import zoo_oracle
 
-from tests import zoo_oracle
 from vrconvert import models_tf, models_torch
 from vrconvert.converter.arch import families, mapping, mvit
 from vrconvert.converter.errors import InputError

@@ -49,7 +49,16 @@ LAYER_CLASSES = frozenset(
         "Cropping3D",
         "Normalization",
         "TimeDistributed",
+        # MViT's token layers
+        "LayerNormalization",
+        "Reshape",
+        "Cropping1D",
+        "Flatten",
     }
+)
+# vrconvert's own registered layers (MViT's), by class: the module they must come from
+VRCONVERT_CLASSES = dict.fromkeys(
+    ("ClassPositionEmbedding", "MultiscaleAttention", "TokenMaxPool"), "vrconvert.models_tf.mvit_layers"
 )
 WRAPPED_CLASSES = frozenset({"Resizing", "Rescaling", "Cropping3D", "ZeroPadding3D", "ReLU", "Activation"}) | {
     "Rescaling",
@@ -257,6 +266,43 @@ def _check_resizing(cfg, name: str) -> None:
         _int(cfg.get("width"), f"layer {limits.brief(name)}'s width", limits.VIDEO_SIDE)
 
 
+def _token_layer_shapes(kind: str, cfg: dict, name: str) -> dict[str, tuple[int, ...]]:
+    """The variables MViT's registered layers create, from their config (each number bounded)."""
+
+    def number(key: str, most: int = limits.LAYER_UNITS) -> int:
+        return _int(cfg.get(key), f"layer {limits.brief(name)}'s {key}", most)
+
+    def triple(key: str, most: int) -> tuple[int, ...]:
+        value = cfg.get(key)
+        if not isinstance(value, list) or len(value) != 3:
+            raise InputError(f"layer {limits.brief(name)} has a malformed {key}")
+        return tuple(_int(v, f"layer {limits.brief(name)}'s {key}", most) for v in value)
+
+    if kind == "ClassPositionEmbedding":
+        c, (t, h, w) = number("channels"), triple("grid", limits.CLIP_SIDE)
+        extra = {"spatial_pos": (h * w, c), "temporal_pos": (t, c), "class_pos": (c,)} if cfg.get("absolute") else {}
+        return {f"{name}/{var}": shape for var, shape in {"class_token": (c,), **extra}.items()}
+    dim_in, dim, heads = number("dim_in"), number("dim"), number("heads")
+    hd = dim // heads
+    shapes = {
+        "qkv/kernel": (dim_in, 3 * dim),
+        "qkv/bias": (3 * dim,),
+        "project/kernel": (dim, dim),
+        "project/bias": (dim,),
+    }
+    for which, key in (("q", "kernel_q"), ("k", "kernel_kv"), ("v", "kernel_kv")):
+        if cfg.get(key) is not None:
+            shapes[f"pool_{which}/kernel"] = (*triple(key, limits.KERNEL_SIZE), 1, hd)
+            shapes[f"pool_{which}_norm/gamma"] = shapes[f"pool_{which}_norm/beta"] = (hd,)
+    if cfg.get("rel_pos"):
+        sizes = cfg.get("rel_pos_sizes")
+        if not isinstance(sizes, list) or len(sizes) != 2:
+            raise InputError(f"layer {limits.brief(name)} has malformed rel_pos_sizes")
+        spatial, temporal = (_int(n, f"layer {limits.brief(name)}'s rel_pos_sizes", limits.LAYER_UNITS) for n in sizes)
+        shapes.update({"rel_pos_h": (spatial, hd), "rel_pos_w": (spatial, hd), "rel_pos_t": (temporal, hd)})
+    return {f"{name}/{var}": shape for var, shape in shapes.items()}
+
+
 def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> dict[str, tuple[int, ...]]:
     """The weight shapes a Functional model's config declares, by variable path, after checking each
     layer; they must fit a known architecture (detected exactly as for a torch checkpoint). A legacy
@@ -275,7 +321,8 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             raise InputError("a malformed layer in the config")
         kind, cfg = layer.get("class_name"), layer["config"]
         name = cfg.get("name")
-        if kind not in LAYER_CLASSES or layer.get("module", "keras.layers") not in ("keras.layers", None):
+        module = layer.get("module", "keras.layers")
+        if not (kind in LAYER_CLASSES and module in ("keras.layers", None)) and VRCONVERT_CLASSES.get(kind) != module:
             raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
         if not isinstance(name, str) or not name:
             raise InputError("a layer without a name")
@@ -299,7 +346,9 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             _check_resizing(cfg, name)
         if name == "stem_2":
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
-        if kind not in ("Conv3D", "Dense", "BatchNormalization"):
+        if kind in ("ClassPositionEmbedding", "MultiscaleAttention"):  # shapes from their own config
+            shapes.update(_token_layer_shapes(kind, cfg, name))
+        if kind not in ("Conv3D", "Dense", "BatchNormalization", "LayerNormalization"):
             continue
         build = layer.get("build_config") or {}
         shape = build.get("input_shape") if isinstance(build, dict) else None
@@ -327,7 +376,8 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             for var, wanted in (("gamma", "scale"), ("beta", "center")):
                 if cfg.get(wanted, True):
                     shapes[f"{name}/{var}"] = (channels,)
-            shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
+            if kind == "BatchNormalization":
+                shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
     limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
     model_name = config["config"].get("name")
