@@ -133,3 +133,25 @@ def test_keras_matches_torchvision_at_native_size(name):
     got = keras.ops.convert_to_numpy(model(x))
     assert zoo_oracle.rel_err(got, zoo_oracle.oracle(name)["clip16.logits64"]) <= zoo_oracle.bound(name, "clip16")
     assert model.count_params() == arch.num_params
+
+
+@pytest.mark.parametrize("case", ("noise", "ramp"))
+def test_preprocessing_matches_torchvisions_transform(case):
+    """Short side to 256, centre crop 224, mean/std from meta.json: numpy and torch, against the oracle."""
+    with np.load(zoo_oracle.ZOO / "preprocess.oracle.npz") as z:
+        frames, expected = z["noise_frames_thwc"], z[f"mvit.{case}_out_cthw"]
+    if case == "ramp":
+        frames = np.linspace(0, 255, frames.size).reshape(frames.shape).astype(np.uint8)
+    transform = zoo_oracle.meta("mvit_v2_s")["weights"]["KINETICS400_V1"]["transform"]
+    p = mvit.MVIT_PREPROCESSING
+    assert (p.resize, p.crop) == (tuple(transform["resize_size"]), tuple(transform["crop_size"]))
+    assert (p.mean, p.std) == (tuple(transform["mean"]), tuple(transform["std"]))
+    assert all(families.get(name).preprocessing == p for name in ARCHS)
+    assert p.resized(240, 320) == (256, 341) and p.resized(320, 240) == (341, 256)
+    from vrconvert.converter.video.preprocess import kinetics_eval
+    from vrconvert.models_torch.preprocessing import KineticsPreprocessing
+
+    np.testing.assert_allclose(kinetics_eval(frames, p, "NCTHW")[0], expected, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        got = KineticsPreprocessing(p)(torch.from_numpy(frames)[None])[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
