@@ -161,11 +161,13 @@ def default_clips(
 
 def fit_clips(arch, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`clips` as a network whose weights fix its input size (MViT's `clip`) can take them: a seeded
-    random clip is drawn again, same seed, at that size; any other clip of another size is left out,
-    with a warning."""
+    random clip is drawn again, same seed, at that size; the packaged real clip is decoded again through
+    the network's own transform; any other clip of another size is left out, with a warning."""
     fixed = getattr(arch, "clip", None)
     if fixed is None:
         return clips
+    from vrconvert.converter import video
+
     t, h, w = fixed
     fitted = {}
     for name, clip in clips.items():
@@ -173,6 +175,9 @@ def fit_clips(arch, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             fitted[name] = clip
         elif seed := re.fullmatch(r"random\(seed=(\d+), [^)]*\)", name):
             fitted[f"random(seed={seed[1]}, {t}x{h}x{w})"] = parity.random_clip(int(seed[1]), t, (h, w), len(clip))
+        elif name.startswith(f"{video.SAMPLE_CLIP.name}[") and h == w == arch.preprocessing.crop[0]:
+            sample = video.load_clips(video.SAMPLE_CLIP, frames=t, preprocessing=arch.preprocessing, layout="NCTHW")
+            fitted[sample[0].name] = sample[0].array
         else:
             warnings.warn(f"{name} left out: {arch.name} takes {t}x{h}x{w} clips only", stacklevel=3)
     return fitted
