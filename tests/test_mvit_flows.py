@@ -116,9 +116,7 @@ def test_pretrained_from_a_local_server(tmp_path, capsys, monkeypatch):
         url = f"http://127.0.0.1:{httpd.server_address[1]}/{filename}"
         monkeypatch.setitem(families.VARIANTS, name, replace(arch, pretrained=replace(arch.pretrained, url=url)))
         monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-        code, _, err = invoke(
-            ["torch2keras", "--pretrained", name, tmp_path / "k.weights.h5", "--no-validate"], capsys
-        )
+        code, _, err = invoke(["torch2keras", "--pretrained", name, tmp_path / "k.weights.h5", "--no-validate"], capsys)
     finally:
         httpd.shutdown()
     assert code == 0, err
