@@ -122,3 +122,16 @@ def test_pretrained_from_a_local_server(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     assert (tmp_path / "k.weights.h5").is_file()
     assert (tmp_path / "torch_home" / "hub" / "checkpoints" / filename).is_file()
+
+
+def test_parity_clips_are_redrawn_at_the_size_the_weights_fix():
+    from vrconvert.converter import parity
+    from vrconvert.converter.parity import validate as validator
+
+    small = {"random(seed=3, 16x112x112)": parity.random_clip(3, 16, (112, 112))}
+    fitted = validator.fit_clips(families.get("mvit_v2_s"), small)
+    assert list(fitted) == ["random(seed=3, 16x224x224)"]
+    assert np.array_equal(fitted["random(seed=3, 16x224x224)"], parity.random_clip(3, 16, (224, 224)))
+    assert validator.fit_clips(families.get("r3d_18"), small) is small
+    with pytest.warns(UserWarning, match="other.mp4 left out: mvit_v2_s takes 16x224x224 clips only"):
+        assert validator.fit_clips(families.get("mvit_v2_s"), {"other.mp4": small["random(seed=3, 16x112x112)"]}) == {}
