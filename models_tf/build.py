@@ -15,6 +15,9 @@ import keras
 from vrconvert.converter.arch import families
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import INPUT, Layer, keras_name
+from vrconvert.converter.arch.mvit import MViTArch
+from vrconvert.converter.errors import InputError
+from vrconvert.models_tf import mvit
 
 MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply, "concat": keras.layers.Concatenate}
 
@@ -101,6 +104,12 @@ def build(
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
     variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
+    if isinstance(variant, MViTArch):  # its own builder: the weights fix the input size
+        if include_preprocessing or data_format != "channels_last" or pooling is not None:
+            raise InputError(f"{variant.name}: include_preprocessing, data_format and pooling are not supported yet")
+        if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
+            raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
+        return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
     shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)

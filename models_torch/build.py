@@ -16,6 +16,8 @@ from torch import nn
 from vrconvert.converter.arch import families
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import INPUT, Layer
+from vrconvert.converter.arch.mvit import MViTArch
+from vrconvert.models_torch import mvit
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 ACTIVATIONS = {
@@ -174,7 +176,7 @@ def build(
     *,
     include_preprocessing: bool = False,
     weights: str | None = None,
-) -> VideoResNet:
+) -> nn.Module:
     """A model of `arch`, torch-default-initialised or with a file's weights.
 
     Args:
@@ -189,6 +191,8 @@ def build(
     if weights is not None:
         return _with_weights(variant, weights, num_classes, include_preprocessing)
     variant = variant.with_classes(num_classes or variant.num_classes)
+    if isinstance(variant, MViTArch):
+        return mvit.build(variant)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))

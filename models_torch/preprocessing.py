@@ -33,10 +33,10 @@ class KineticsPreprocessing(nn.Module):
         n, t, h, w, c = frames.shape
         x = frames.permute(0, 1, 4, 2, 3).reshape(n * t, c, h, w).float()  # torchvision's (T, C, H, W) view
         x = F.interpolate(
-            x, size=list(self.preprocessing.resize), mode="bilinear", align_corners=False, antialias=False
+            x, size=list(self.preprocessing.resized(h, w)), mode="bilinear", align_corners=False, antialias=False
         )
         x = x.round().clamp(0, 255)
-        (top, left), (ch, cw) = self._offsets(), self.preprocessing.crop
+        (top, left), (ch, cw) = self._offsets(h, w), self.preprocessing.crop
         return x[:, :, top : top + ch, left : left + cw]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -44,6 +44,6 @@ class KineticsPreprocessing(nn.Module):
         x = (self.levels(frames) / 255.0 - self.mean) / self.std
         return x.reshape(n, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
-    def _offsets(self) -> tuple[int, int]:
-        (rh, rw), (ch, cw) = self.preprocessing.resize, self.preprocessing.crop
+    def _offsets(self, height: int, width: int) -> tuple[int, int]:
+        (rh, rw), (ch, cw) = self.preprocessing.resized(height, width), self.preprocessing.crop
         return round((rh - ch) / 2.0), round((rw - cw) / 2.0)

@@ -7,7 +7,39 @@ load only when a function that needs them is called.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+
 __version__ = "0.1.0"
+KERAS_LAYERS = "vrconvert.models_tf.mvit_layers"  # vrconvert's registered Keras layers (no Lambda anywhere)
+
+
+class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+    """Imports `KERAS_LAYERS` right after Keras itself, so a `.keras` file using vrconvert's layers loads in
+    safe mode after `import vrconvert`, while `import vrconvert` stays free of Keras."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+            run = spec.loader.exec_module
+
+            def exec_module(module) -> None:
+                run(module)
+                importlib.import_module(KERAS_LAYERS)
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    importlib.import_module(KERAS_LAYERS)
+elif not any(isinstance(finder, _RegisterWithKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithKeras())
 
 
 def torch_to_keras(src, dst, **options):

@@ -111,13 +111,20 @@ def account(arch: families.Variant, shapes: dict[str, tuple[int, ...]]) -> Repor
     return report
 
 
+HEADS = ("fc.weight", "head.1.weight")  # the classifier's weight where no arch is given: the ResNets', MViT's
+
+
 def num_classes_of(shapes: dict[str, tuple[int, ...]], arch: families.Variant | None = None) -> int | None:
-    """A classifier head's width (fine-tuned heads differ from 400), read from `fc.weight`, or from the
-    weight of `arch`'s head: its last conv or dense record (S3D's is a 1x1x1 conv)."""
-    head = next((r for r in reversed(families.expand(arch)) if r.op in ("conv", "dense")), None) if arch else None
-    key, rank = (f"{head.name}.weight", 2 if head.op == "dense" else 5) if head else ("fc.weight", 2)
-    weight = shapes.get(key)
-    return int(weight[0]) if weight is not None and len(weight) == rank else None
+    """A classifier head's width (fine-tuned heads differ from 400), read from the weight of `arch`'s head
+    (its last conv or dense record: S3D's is a 1x1x1 conv), or without `arch` from a known head's weight."""
+    head = None
+    if arch is not None:
+        head = next((r for r in reversed(families.expand(arch)) if r.op in ("conv", "dense")), None)
+    if head is None:
+        weight = next((shapes[key] for key in HEADS if key in shapes), None)
+        return int(weight[0]) if weight is not None and len(weight) == 2 else None
+    weight = shapes.get(f"{head.name}.weight")
+    return int(weight[0]) if weight is not None and len(weight) == (2 if head.op == "dense" else 5) else None
 
 
 def detect(
@@ -195,7 +202,7 @@ def torch_shapes_of(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, 
     that the architecture can be detected (and accounted for) exactly as for a torch checkpoint."""
     out = {}
     for path, shape in shapes.items():
-        layer, var = path.rsplit("/", 1) if "/" in path else ("", path)
+        layer, var = path.split("/", 1) if "/" in path else ("", path)  # a sublayer's: `attn/qkv/kernel`
         shape = tuple(shape)
         rule = mapping.rule_for_keras(var, len(shape))
         key = f"{layers.torch_path(layer)}.{rule.torch_suffix}" if rule else path

@@ -1,6 +1,6 @@
 """Every network family vrconvert knows, and the one place a variant finds its family.
 
-A family is a hand-written description module (`spec` for the video ResNets, `s3d`, ...) holding its
+A family is a hand-written description module (`spec` for the video ResNets, `s3d`, `mvit`, ...) holding its
 variants and the expansion that turns one into layer records; a new family is one line in `FAMILIES`.
 Everything else looks variants up here (`get`, `VARIANTS`) and expands them here (`expand`).
 """
@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vrconvert.converter.arch import layers, s3d, spec
+from vrconvert.converter.arch import layers, mvit, s3d, spec
 from vrconvert.converter.arch.layers import Layer
 
-Variant = spec.Arch | s3d.S3DArch
+Variant = spec.Arch | s3d.S3DArch | mvit.MViTArch
 
 # variant record type -> (the family's variants by name, the family's expansion)
 FAMILIES: dict[type, tuple[dict[str, Variant], Callable[[Variant], tuple[Layer, ...]]]] = {
     spec.Arch: (spec.VARIANTS, layers.expand),
     s3d.S3DArch: (s3d.VARIANTS, s3d.expand),
+    mvit.MViTArch: (mvit.VARIANTS, mvit.expand),
 }
 VARIANTS: dict[str, Variant] = {name: v for variants, _ in FAMILIES.values() for name, v in variants.items()}
 

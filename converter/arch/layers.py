@@ -81,13 +81,15 @@ class Layer:
 
 
 def keras_name(torch_path: str) -> str:
-    """The Keras spelling of a module path: dots become underscores (Keras' torch backend refuses dots)."""
-    return torch_path.replace(".", "_")
+    """The Keras spelling of a module path: dots become underscores (Keras' torch backend refuses dots),
+    and a component's own underscore is doubled (`pos_encoding` -> `pos__encoding`), so that names
+    without one (every ResNet's) are spelled as before and the spelling stays invertible."""
+    return torch_path.replace("_", "__").replace(".", "_")
 
 
 def torch_path(keras_layer_name: str) -> str:
-    """Inverse of `keras_name`; exact because no path component contains an underscore."""
-    return keras_layer_name.replace("_", ".")
+    """Inverse of `keras_name`: a doubled underscore is the component's own, a single one a dot."""
+    return "_".join(part.replace("_", ".") for part in keras_layer_name.split("__"))
 
 
 class _Graph:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vrconvert.converter.arch import mvit
 from vrconvert.converter.arch.families import Variant as Arch
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import Layer, keras_name
@@ -40,6 +41,26 @@ RULES: dict[str, tuple[Rule, ...]] = {
     ),
     # torch Linear weight (out, in) -> Keras Dense kernel (in, out)
     "dense": (Rule("weight", "kernel", (1, 0)), Rule("bias", "bias")),
+    "layernorm": (Rule("weight", "gamma"), Rule("bias", "beta")),
+    # MViT's class token and v1's position embedding (models_tf.mvit_layers.ClassPositionEmbedding)
+    "posenc": tuple(Rule(name, name) for name in ("class_token", "spatial_pos", "temporal_pos", "class_pos")),
+    # MViT's pooling attention (models_tf.mvit_layers.MultiscaleAttention): its sublayers' variables
+    "attention": (
+        *(Rule(f"rel_pos_{axis}", f"rel_pos_{axis}") for axis in "hwt"),
+        Rule("qkv.weight", "qkv/kernel", (1, 0)),
+        Rule("qkv.bias", "qkv/bias"),
+        Rule("project.0.weight", "project/kernel", (1, 0)),
+        Rule("project.0.bias", "project/bias"),
+        *(
+            rule
+            for which in "qkv"
+            for rule in (
+                Rule(f"pool_{which}.pool.weight", f"pool_{which}/kernel", (2, 3, 4, 1, 0)),
+                Rule(f"pool_{which}.norm_act.0.weight", f"pool_{which}_norm/gamma"),
+                Rule(f"pool_{which}.norm_act.0.bias", f"pool_{which}_norm/beta"),
+            )
+        ),
+    ),
 }
 
 
@@ -77,6 +98,8 @@ def rule_for_keras(var: str, ndim: int) -> Rule | None:
 
 
 def _torch_shape(layer: Layer, suffix: str) -> tuple[int, ...]:
+    if isinstance(layer, mvit.Record):
+        return layer.tensors()[suffix]
     if layer.op == "conv" and suffix == "weight":
         return (layer.channels_out, layer.channels_in, *layer.kernel)
     if layer.op == "dense" and suffix == "weight":
@@ -88,6 +111,10 @@ def _walk(arch: Arch):
     """(layer, rule) for every torch tensor in state_dict order; rule None for `num_batches_tracked`."""
     for layer in expand(arch):
         if not layer.has_weights:
+            continue
+        if isinstance(layer, mvit.Record):  # its tensors, in torchvision's order
+            rules = {rule.torch_suffix: rule for rule in RULES[layer.op]}
+            yield from ((layer, rules[suffix]) for suffix in layer.tensors())
             continue
         for rule in RULES[layer.op]:
             if rule.torch_suffix != "bias" or layer.bias or layer.op == "bn":

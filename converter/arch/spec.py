@@ -179,13 +179,23 @@ class Stage:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """torchvision's `VideoClassification` eval transform for Kinetics-400."""
+    """torchvision's `VideoClassification` eval transform for Kinetics-400. `resize` is (H, W), or (S,):
+    the short side to S, the aspect ratio kept (torchvision's one-number resize)."""
 
-    resize: tuple[int, int] = (128, 171)
+    resize: tuple[int, int] | tuple[int] = (128, 171)
     crop: tuple[int, int] = (112, 112)
     mean: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
     std: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
     frames: int = 16
+
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """The (H, W) a frame of `height` x `width` is resized to: `resize`, or torchvision's short-side
+        rule (the long side `int(S * long / short)`)."""
+        if len(self.resize) == 2:
+            return self.resize
+        short, long = sorted((height, width))
+        side, other = self.resize[0], int(self.resize[0] * long / short)
+        return (side, other) if height <= width else (other, side)
 
 
 @dataclass(frozen=True)

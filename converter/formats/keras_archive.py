@@ -53,6 +53,11 @@ LAYER_CLASSES = frozenset(
         "Cropping3D",
         "Normalization",
         "TimeDistributed",
+        # MViT's token layers
+        "LayerNormalization",
+        "Reshape",
+        "Cropping1D",
+        "Flatten",
     }
 )
 # What wraps a backbone (`build(include_top=False)` plus the user's head): nested models and the weightless
@@ -61,6 +66,10 @@ CONTAINER_CLASSES = frozenset({"Functional", "Sequential"})
 CONTAINER_MODULES = frozenset({"keras.src.models.functional", "keras.src.models.sequential", "keras", None})
 WRAPPER_CLASSES = frozenset({"Dropout", "SpatialDropout3D", "Flatten"})
 KERAS_NESTING = 4  # models within models: a wrapped backbone is 1
+# vrconvert's own registered layers (MViT's), by class: the module they must come from
+VRCONVERT_CLASSES = dict.fromkeys(
+    ("ClassPositionEmbedding", "MultiscaleAttention", "TokenMaxPool"), "vrconvert.models_tf.mvit_layers"
+)
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -242,6 +251,43 @@ def _check_resizing(cfg, name: str) -> None:
         _int(cfg.get("width"), f"layer {limits.brief(name)}'s width", limits.VIDEO_SIDE)
 
 
+def _token_layer_shapes(kind: str, cfg: dict, name: str) -> dict[str, tuple[int, ...]]:
+    """The variables MViT's registered layers create, from their config (each number bounded)."""
+
+    def number(key: str, most: int = limits.LAYER_UNITS) -> int:
+        return _int(cfg.get(key), f"layer {limits.brief(name)}'s {key}", most)
+
+    def triple(key: str, most: int) -> tuple[int, ...]:
+        value = cfg.get(key)
+        if not isinstance(value, list) or len(value) != 3:
+            raise InputError(f"layer {limits.brief(name)} has a malformed {key}")
+        return tuple(_int(v, f"layer {limits.brief(name)}'s {key}", most) for v in value)
+
+    if kind == "ClassPositionEmbedding":
+        c, (t, h, w) = number("channels"), triple("grid", limits.CLIP_SIDE)
+        extra = {"spatial_pos": (h * w, c), "temporal_pos": (t, c), "class_pos": (c,)} if cfg.get("absolute") else {}
+        return {f"{name}/{var}": shape for var, shape in {"class_token": (c,), **extra}.items()}
+    dim_in, dim, heads = number("dim_in"), number("dim"), number("heads")
+    hd = dim // heads
+    shapes = {
+        "qkv/kernel": (dim_in, 3 * dim),
+        "qkv/bias": (3 * dim,),
+        "project/kernel": (dim, dim),
+        "project/bias": (dim,),
+    }
+    for which, key in (("q", "kernel_q"), ("k", "kernel_kv"), ("v", "kernel_kv")):
+        if cfg.get(key) is not None:
+            shapes[f"pool_{which}/kernel"] = (*triple(key, limits.KERNEL_SIZE), 1, hd)
+            shapes[f"pool_{which}_norm/gamma"] = shapes[f"pool_{which}_norm/beta"] = (hd,)
+    if cfg.get("rel_pos"):
+        sizes = cfg.get("rel_pos_sizes")
+        if not isinstance(sizes, list) or len(sizes) != 2:
+            raise InputError(f"layer {limits.brief(name)} has malformed rel_pos_sizes")
+        spatial, temporal = (_int(n, f"layer {limits.brief(name)}'s rel_pos_sizes", limits.LAYER_UNITS) for n in sizes)
+        shapes.update({"rel_pos_h": (spatial, hd), "rel_pos_w": (spatial, hd), "rel_pos_t": (temporal, hd)})
+    return {f"{name}/{var}": shape for var, shape in shapes.items()}
+
+
 def _declared_shapes(
     config, arch: str | None, stored: dict | None = None, head: str | None = None
 ) -> dict[str, tuple[int, ...]]:
@@ -261,10 +307,9 @@ def _declared_shapes(
             raise InputError("a malformed layer in the config")
         kind, cfg = layer.get("class_name"), layer["config"]
         name = cfg.get("name")
-        if kind not in LAYER_CLASSES | WRAPPER_CLASSES or layer.get("module", "keras.layers") not in (
-            "keras.layers",
-            None,
-        ):
+        module = layer.get("module", "keras.layers")
+        builtin = kind in LAYER_CLASSES | WRAPPER_CLASSES and module in ("keras.layers", None)
+        if not builtin and VRCONVERT_CLASSES.get(kind) != module:
             raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
         if not isinstance(name, str) or not name:
             raise InputError("a layer without a name")
@@ -283,7 +328,9 @@ def _declared_shapes(
             _check_resizing(cfg, name)
         if name == "stem_2":
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
-        if kind not in ("Conv3D", "Dense", "BatchNormalization"):
+        if kind in ("ClassPositionEmbedding", "MultiscaleAttention"):  # shapes from their own config
+            shapes.update(_token_layer_shapes(kind, cfg, name))
+        if kind not in ("Conv3D", "Dense", "BatchNormalization", "LayerNormalization"):
             continue
         kinds[name] = kind
         build = layer.get("build_config") or {}
@@ -312,7 +359,8 @@ def _declared_shapes(
             for var, wanted in (("gamma", "scale"), ("beta", "center")):
                 if cfg.get(wanted, True):
                     shapes[f"{name}/{var}"] = (channels,)
-            shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
+            if kind == "BatchNormalization":
+                shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
     limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
     shapes = _head_as_fc(shapes, kinds, head)  # a backbone may be wrapped with a head of its user's naming
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None

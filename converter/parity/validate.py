@@ -15,7 +15,9 @@ where do they part?
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,6 +175,30 @@ def default_clips(
     return clips, notes
 
 
+def fit_clips(arch, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`clips` as a network whose weights fix its input size (MViT's `clip`) can take them: a seeded
+    random clip is drawn again, same seed, at that size; the packaged real clip is decoded again through
+    the network's own transform; any other clip of another size is left out, with a warning."""
+    fixed = getattr(arch, "clip", None)
+    if fixed is None:
+        return clips
+    from vrconvert.converter import video
+
+    t, h, w = fixed
+    fitted = {}
+    for name, clip in clips.items():
+        if clip.dtype == np.uint8 or tuple(clip.shape[2:]) == fixed:
+            fitted[name] = clip
+        elif seed := re.fullmatch(r"random\(seed=(\d+), [^)]*\)", name):
+            fitted[f"random(seed={seed[1]}, {t}x{h}x{w})"] = parity.random_clip(int(seed[1]), t, (h, w), len(clip))
+        elif name.startswith(f"{video.SAMPLE_CLIP.name}[") and h == w == arch.preprocessing.crop[0]:
+            sample = video.load_clips(video.SAMPLE_CLIP, frames=t, preprocessing=arch.preprocessing, layout="NCTHW")
+            fitted[sample[0].name] = sample[0].array
+        else:
+            warnings.warn(f"{name} left out: {arch.name} takes {t}x{h}x{w} clips only", stacklevel=3)
+    return fitted
+
+
 def require(report: Report, what: str = "") -> None:
     """The one parity gate: a failed report becomes a `ParityError` that names the worst input, the first
     diverging layer where it was localised, and that nothing was written."""
@@ -326,6 +352,7 @@ def check_runner(
     `run` that preprocesses itself: the torch model then gets torchvision's transform in front. With
     `profile`, the per-layer figures are computed on the worst clip even when every case passes."""
     start = time.perf_counter()
+    clips = fit_clips(arch, clips)
     if clips and all(c.dtype == np.uint8 for c in clips.values()):  # raw frames: torchvision's transform first
         from vrconvert.models_torch.build import with_preprocessing
 

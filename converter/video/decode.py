@@ -105,8 +105,8 @@ def check_resolution(path: Path, codec) -> None:
         )
 
 
-def _decode(path: Path, wanted: set[int], size: tuple[int, int] | None) -> tuple[dict[int, np.ndarray], int]:
-    """The `wanted` frames by index (resized to `size`) and how many frames were decoded: all of
+def _decode(path: Path, wanted: set[int], transform: Preprocessing | None) -> tuple[dict[int, np.ndarray], int]:
+    """The `wanted` frames by index (resized as `transform` says) and how many frames were decoded: all of
     them when `wanted` is empty, else up to the last wanted one."""
     import av
 
@@ -126,7 +126,9 @@ def _decode(path: Path, wanted: set[int], size: tuple[int, int] | None) -> tuple
                     raise InputError(f"{path}: frame {index} is {frame.width}x{frame.height}, over vrconvert's limit")
                 if index in wanted:
                     rgb = frame.to_ndarray(format="rgb24")
-                    kept[index] = rgb if size is None else preprocess.resize_uint8(rgb[None], size)[0]
+                    if transform is not None:  # resized as decoded: the transform's size for this frame
+                        rgb = preprocess.resize_uint8(rgb[None], transform.resized(*rgb.shape[:2]))[0]
+                    kept[index] = rgb
                 if last is not None and index >= last:
                     break
         except av.error.FFmpegError as exc:
@@ -141,7 +143,7 @@ def frame_count(path: str | Path) -> int:
     path = Path(path)
     with _open(path) as container:
         declared = container.streams.video[0].frames
-    return declared if declared > 0 else _decode(Path(path), set(), (1, 1))[1]
+    return declared if declared > 0 else _decode(Path(path), set(), Preprocessing(resize=(1, 1)))[1]
 
 
 def frame_rate(path: str | Path) -> float:
@@ -195,7 +197,7 @@ def load_clips(
             raise InputError(f"{path}: {total} frames, too short for a {frames}-frame clip{where}")
         starts = [start_frame] if start_frame is not None else clip_starts(total, frames, clips)
         wanted = {s + i for s in starts for i in range(frames)}
-        kept, decoded = _decode(path, wanted, None if raw else preprocessing.resize)
+        kept, decoded = _decode(path, wanted, None if raw else preprocessing)
         if wanted <= kept.keys():
             break
         total = decoded  # the container overstated its length: sample again over what decodes

@@ -90,7 +90,8 @@ def kinetics_eval(frames: np.ndarray, preprocessing: Preprocessing = KINETICS, l
 
     `layout` "NTHWC" feeds a Keras model, "NCTHW" a torch one (a transpose, never a reshape).
     """
-    return crop_and_normalize(resize_uint8(frames, preprocessing.resize), preprocessing, layout)
+    size = preprocessing.resized(*frames.shape[1:3])
+    return crop_and_normalize(resize_uint8(frames, size), preprocessing, layout)
 
 
 def crop_and_normalize(
