@@ -79,16 +79,17 @@ def torch2keras(
         raise click.UsageError("expected SRC DST, or --pretrained ARCH DST")
     src, dst = (None, Path(paths[0])) if pretrained else (paths[0], Path(paths[1]))
     if pretrained:
-        from vrconvert.converter.arch import spec
+        from vrconvert.converter.arch import families
         from vrconvert.converter.formats.download import fetch_pretrained
         from vrconvert.converter.formats.keras_io import KERAS_SUFFIXES
         from vrconvert.converter.formats.output import check_target
 
-        published = [name for name, v in spec.VARIANTS.items() if v.pretrained]
+        published = list(families.published())
         if pretrained not in published:
             raise InputError(f"no pretrained weights for {pretrained!r}; published: {', '.join(published)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
-        src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
+        src = str(fetch_pretrained(pretrained, progress=not as_json))
+        arch = arch or families.published()[pretrained][0].name
     result = convert.torch_to_keras(
         src,
         dst,

@@ -6,11 +6,11 @@ import json
 
 import click
 
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families
 
 arch_option = click.option(
     "--arch",
-    type=click.Choice(list(spec.VARIANTS)),
+    type=click.Choice(list(families.VARIANTS)),
     default=None,
     help="Architecture (default: detected from the file's keys and shapes).",
 )

@@ -12,7 +12,7 @@ from typing import Literal
 
 import keras
 
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families, spec, swin3d
 from vrconvert.converter.arch.layers import INPUT, Layer, expand, keras_name
 
 MERGES = {"add": keras.layers.Add, "mul": keras.layers.Multiply}
@@ -79,8 +79,20 @@ def build(
     """
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
+    if isinstance(variant, swin3d.Swin3D):  # a family with its own builder
+        if include_preprocessing or data_format != "channels_last" or pooling is not None:
+            raise ValueError(f"{variant.name}: only channels-last, without preprocessing or pooling, for now")
+        from vrconvert.models_tf import swin3d as swin3d_keras
+
+        return swin3d_keras.build(
+            variant,
+            include_top=include_top,
+            classifier_activation=classifier_activation,
+            input_shape=input_shape,
+            name=name,
+        )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
     shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)

@@ -13,7 +13,7 @@ import h5py
 import keras
 import numpy as np
 
-from vrconvert.converter.arch import accounting, folding, mapping, spec
+from vrconvert.converter.arch import accounting, folding, mapping, spec, swin3d_mapping
 from vrconvert.converter.arch.layers import expand
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import keras_archive
@@ -84,6 +84,9 @@ def load_keras_model(path: str | Path, arch: str | None = None, num_classes: int
             model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InputError(f"{path}: cannot load it as a Keras model: {str(exc).strip().splitlines()[0]}") from exc
+    swin = swin3d_mapping.detect(shapes_of_model(model), keras=True)  # a family with its own rule table
+    if swin is not None and arch in (None, swin.name):
+        return swin, model
     detect = folding.detect if fold.is_folded(model) else accounting.detect  # folded: exactly its variables
     variant = detect(
         shapes_of_model(model) if detect is folding.detect else accounting.torch_shapes_of(shapes_of_model(model)),

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vrconvert.converter.arch import spec
+from vrconvert.converter.arch import families, spec, swin3d
 from vrconvert.converter.arch.layers import INPUT, Layer, expand
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
@@ -164,8 +164,14 @@ def _last_use(layers: tuple[Layer, ...]) -> list[tuple[str, ...]]:
 def build(arch: str | spec.Arch, num_classes: int = 400, *, include_preprocessing: bool = False) -> VideoResNet:
     """An untrained (torch-default-initialised) model of `arch` with a `num_classes`-way head; with
     `include_preprocessing`, fed uint8 frames (N, T, H, W, 3) (`models_torch.preprocessing`)."""
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes)
+    if isinstance(variant, swin3d.Swin3D):  # a family with its own twin
+        if include_preprocessing:
+            raise ValueError(f"{variant.name}: no torch preprocessing model yet")
+        from vrconvert.models_torch import swin3d as swin3d_torch
+
+        return swin3d_torch.build(variant, num_classes)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))

@@ -72,8 +72,9 @@ def test_keys_shapes_and_parameters(arch):
     expected = {e["key"]: tuple(e["shape"]) for e in so.keys(arch)}
     assert list(swin3d_mapping.torch_shapes(variant).items()) == list(expected.items())
     assert swin3d.count_params(variant) == so.meta()[arch]["num_params"] == variant.num_params
-    names = [f["file"] for f in so.meta()[arch]["weights"].values()]
-    assert [p.filename for _, p in variant.pretrained] == names
+    files = {f["file"]: (f["acc@1"], f["acc@5"]) for f in so.meta()[arch]["weights"].values()}
+    weights = [variant.pretrained, *(w for _, w in variant.more_weights)]
+    assert {w.filename: (w.acc1, w.acc5) for w in weights} == files
 
 
 def test_relative_position_index_is_torchvisions():

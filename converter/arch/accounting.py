@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import layers, mapping, spec
+from vrconvert.converter.arch import families, layers, mapping, spec, swin3d_mapping
 from vrconvert.converter.errors import InputError
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
@@ -80,7 +80,7 @@ INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "u
 def dtype_expected(key: str) -> tuple[str, tuple[str, ...]]:
     """The dtype rule: `num_batches_tracked` is an integer count; every weight and statistic is
     floating point of 16, 32 or 64 bits (bfloat16 included). Returns (what to call it, the dtypes)."""
-    if key.endswith(OPTIONAL_SUFFIX):
+    if key.endswith(OPTIONAL_SUFFIX) or key.endswith(swin3d_mapping.INDEX):  # a count; Swin3D's index
         return "an integer", INT_DTYPES
     return "floating point (16, 32 or 64 bits)", FLOAT_DTYPES
 
@@ -112,8 +112,9 @@ def account(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> Report:
 
 
 def num_classes_of(shapes: dict[str, tuple[int, ...]]) -> int | None:
-    """A classifier head's width, read from `fc.weight` (fine-tuned heads differ from 400)."""
-    fc = shapes.get("fc.weight")
+    """A classifier head's width, read from `fc.weight` (Swin3D's `head.weight`; fine-tuned heads differ
+    from 400)."""
+    fc = shapes.get("fc.weight", shapes.get("head.weight"))
     return int(fc[0]) if fc is not None and len(fc) == 2 else None
 
 
@@ -128,9 +129,11 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
         raise InputError("the checkpoint holds no tensors")
     classes = num_classes_of(shapes)
     candidates = (
-        [spec.get(arch)]
+        [families.get(arch)]
         if arch
-        else [v for v in spec.VARIANTS.values() if activation is None or v.activation == activation]
+        else [
+            v for v in families.VARIANTS.values() if activation is None or getattr(v, "activation", None) == activation
+        ]
     )
     reports, matches = [], []
     for variant in candidates:
@@ -158,6 +161,8 @@ def detect(shapes: dict[str, tuple[int, ...]], arch: str | None = None, activati
 def with_checkpoint_midplanes(arch: spec.Arch, shapes: dict[str, tuple[int, ...]]) -> spec.Arch | None:
     """`arch` with its R(2+1)D mid-channel widths read from the checkpoint's spatial kernels, when it
     has factorised convs and the checkpoint's widths differ from the formula; else None."""
+    if not isinstance(arch, spec.Arch):
+        return None
     convs = layers.midplane_convs(arch)
     keys = [f"{conv.name}.weight" for conv in convs]
     if not convs or not all(key in shapes and len(shapes[key]) == 5 for key in keys):

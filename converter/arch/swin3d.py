@@ -13,6 +13,8 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from vrconvert.converter.arch.spec import Preprocessing, Pretrained
+
 Triple = tuple[int, int, int]
 INPUT = "input"
 # embed: PatchEmbed3d's conv (input padded at the end to a multiple of the patch); norm: a LayerNorm over
@@ -22,23 +24,6 @@ INPUT = "input"
 SwinOp = Literal["embed", "norm", "attn", "merge", "dense", "gelu", "add", "pool"]
 BLOCKS = ("patch_embed", "pos_drop", "features.0", "features.1", "features.2", "features.3")
 MASK_VALUE = -100.0  # what torchvision adds to the attention logits of token pairs from different regions
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pretrained:
-    """One of torchvision's published weight files for a variant and what it scores on Kinetics-400."""
-
-    url: str
-    acc1: float
-    acc5: float
-
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-    @property
-    def sha256_prefix(self) -> str:
-        return self.filename.rsplit("-", 1)[-1].split(".", 1)[0]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +41,9 @@ class Swin3D:
     epsilon: float = 1e-5  # torchvision's LayerNorm epsilon
     num_classes: int = 400
     num_params: int = 0  # torchvision's published count (400 classes)
-    pretrained: tuple[tuple[str, Pretrained], ...] = ()  # (torchvision's weights name, file), default first
+    pretrained: Pretrained | None = None  # torchvision's KINETICS400_V1
+    more_weights: tuple[tuple[str, Pretrained], ...] = ()  # other published files, by the name that fetches them
+    description: str = ""
     resize: int = 256  # the eval transform: short side resized to this, then a centre crop
     crop: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -67,6 +54,11 @@ class Swin3D:
 
     def with_classes(self, num_classes: int) -> Swin3D:
         return self if num_classes == self.num_classes else replace(self, num_classes=num_classes)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """torchvision's eval transform: the short side resized (a one-value `resize`), then a centre crop."""
+        return Preprocessing(resize=(self.resize,), crop=self.crop, mean=self.mean, std=self.std, frames=self.frames)
 
     @property
     def width(self) -> int:
@@ -82,7 +74,8 @@ VARIANTS: dict[str, Swin3D] = {
         depths=(2, 2, 6, 2),
         heads=(3, 6, 12, 24),
         num_params=28158070,
-        pretrained=(("KINETICS400_V1", Pretrained(url=_URL + "swin3d_t-7615ae03.pth", acc1=77.715, acc5=93.519)),),
+        pretrained=Pretrained(url=_URL + "swin3d_t-7615ae03.pth", acc1=77.715, acc5=93.519),
+        description="Video Swin-T (Liu et al., 2022), torchvision's swin3d_t",
     ),
     "swin3d_s": Swin3D(
         name="swin3d_s",
@@ -90,7 +83,8 @@ VARIANTS: dict[str, Swin3D] = {
         depths=(2, 2, 18, 2),
         heads=(3, 6, 12, 24),
         num_params=49816678,
-        pretrained=(("KINETICS400_V1", Pretrained(url=_URL + "swin3d_s-da41c237.pth", acc1=79.521, acc5=94.158)),),
+        pretrained=Pretrained(url=_URL + "swin3d_s-da41c237.pth", acc1=79.521, acc5=94.158),
+        description="Video Swin-S, torchvision's swin3d_s",
     ),
     "swin3d_b": Swin3D(
         name="swin3d_b",
@@ -98,15 +92,22 @@ VARIANTS: dict[str, Swin3D] = {
         depths=(2, 2, 18, 2),
         heads=(4, 8, 16, 32),
         num_params=88048984,
-        pretrained=(
-            ("KINETICS400_V1", Pretrained(url=_URL + "swin3d_b_1k-24f7c7c6.pth", acc1=79.427, acc5=94.386)),
-            (
-                "KINETICS400_IMAGENET22K_V1",
-                Pretrained(url=_URL + "swin3d_b_22k-7c6ae6fa.pth", acc1=81.643, acc5=95.574),
-            ),
-        ),
+        pretrained=Pretrained(url=_URL + "swin3d_b_1k-24f7c7c6.pth", acc1=79.427, acc5=94.386),
+        more_weights=(("swin3d_b_22k", Pretrained(url=_URL + "swin3d_b_22k-7c6ae6fa.pth", acc1=81.643, acc5=95.574)),),
+        description="Video Swin-B, torchvision's swin3d_b (swin3d_b_22k: ImageNet-22k pretrained, 81.6% top-1)",
     ),
 }
+
+
+def published() -> dict[str, tuple[Swin3D, Pretrained]]:
+    """Every published weights file by the name `--pretrained` takes: a variant's own (torchvision's
+    KINETICS400_V1) under its name, and the others (swin3d_b's KINETICS400_IMAGENET22K_V1) under theirs."""
+    out: dict[str, tuple[Swin3D, Pretrained]] = {}
+    for variant in VARIANTS.values():
+        if variant.pretrained is not None:
+            out[variant.name] = (variant, variant.pretrained)
+        out.update({name: (variant, weights) for name, weights in variant.more_weights})
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -173,3 +173,19 @@ def wrong_buffers(arch: swin3d.Swin3D, state: dict[str, np.ndarray]) -> list[str
     """The relative position indices of `state` that differ from torchvision's (Keras derives them from the
     window and cannot carry another)."""
     return [key for key, index in buffers(arch).items() if key in state and not np.array_equal(state[key], index)]
+
+
+def torch_only_keys(arch: swin3d.Swin3D) -> tuple[str, ...]:
+    return tuple(buffers(arch))
+
+
+def iter_keras(arch: swin3d.Swin3D, state: dict[str, np.ndarray]):
+    """(Keras variable path, array) one at a time."""
+    for e in entries(arch):
+        yield e.keras_path, np.require(e.to_keras(state[e.torch_key]), requirements="C")
+
+
+def complete(arch: swin3d.Swin3D, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`state` in torchvision's key order, the relative position indices it lacks filled in."""
+    index = buffers(arch)
+    return {key: state[key] if key in state else index[key] for key in torch_shapes(arch)}

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter.arch import accounting, mapping, spec
-from vrconvert.converter.arch.layers import count_params, expand
+from vrconvert.converter.arch import accounting, families, mapping
+from vrconvert.converter.arch.families import expand
+from vrconvert.converter.arch.layers import count_params
 from vrconvert.converter.conversion import seeds
 from vrconvert.converter.conversion.result import Result
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
@@ -164,7 +165,7 @@ def write_untrained(arch: str, dst: str | Path, *, num_classes: int | None = Non
     dst = Path(dst)
     suffix = check_target(dst, force, keras_io.KERAS_SUFFIXES + checkpoint.TORCH_SUFFIXES)
     try:
-        variant = spec.get(arch)
+        variant = families.get(arch)
     except KeyError as exc:
         raise InputError(exc.args[0]) from None
     variant = variant.with_classes(num_classes or variant.num_classes)

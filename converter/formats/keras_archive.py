@@ -51,6 +51,9 @@ LAYER_CLASSES = frozenset(
         "TimeDistributed",
     }
 )
+# Swin3D's registered layers (models_tf.swin3d_layers) and the built-in norm it uses
+SWIN3D_MODULE = "vrconvert.models_tf.swin3d_layers"
+SWIN3D_CLASSES = frozenset({"PadToMultiple", "PatchMerge", "ShiftedWindowAttention3D"})
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -262,13 +265,18 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
         raise InputError("a model config without a layer list")
     limits.check("the number of layers", len(layers), limits.H5_OBJECTS)
     shapes: dict[str, tuple[int, ...]] = {}
+    attention: dict[str, tuple] = {}
     activation = None
     for layer in layers:
         if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
             raise InputError("a malformed layer in the config")
         kind, cfg = layer.get("class_name"), layer["config"]
         name = cfg.get("name")
-        if kind not in LAYER_CLASSES or layer.get("module", "keras.layers") not in ("keras.layers", None):
+        module = layer.get("module", "keras.layers")
+        swin_layer = kind in SWIN3D_CLASSES and module == SWIN3D_MODULE
+        if not swin_layer and (
+            kind not in LAYER_CLASSES | {"LayerNormalization"} or module not in ("keras.layers", None)
+        ):
             raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
         if not isinstance(name, str) or not name:
             raise InputError("a layer without a name")
@@ -287,7 +295,9 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             _check_resizing(cfg, name)
         if name == "stem_2":
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
-        if kind not in ("Conv3D", "Dense", "BatchNormalization"):
+        if kind == "ShiftedWindowAttention3D":
+            attention[name] = _swin_attention(cfg, name, shapes)
+        if kind not in ("Conv3D", "Dense", "BatchNormalization", "LayerNormalization"):
             continue
         build = layer.get("build_config") or {}
         shape = build.get("input_shape") if isinstance(build, dict) else None
@@ -315,12 +325,47 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
             for var, wanted in (("gamma", "scale"), ("beta", "center")):
                 if cfg.get(wanted, True):
                     shapes[f"{name}/{var}"] = (channels,)
-            shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
+            if kind == "BatchNormalization":
+                shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
     limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
     model_name = config["config"].get("name")
-    if isinstance(model_name, str) and model_name.endswith(folding.FOLDED_SUFFIX):  # detected by its own rule
+    if attention:  # a Swin3D: its own mapping's rule table
+        _detect_swin3d(shapes, attention, arch)
+    elif isinstance(model_name, str) and model_name.endswith(folding.FOLDED_SUFFIX):  # detected by its own rule
         folding.detect(shapes, arch, activation)
     else:
         accounting.detect(accounting.torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
     return shapes
+
+
+def _swin_attention(cfg: dict, name: str, shapes: dict[str, tuple[int, ...]]) -> tuple:
+    """A window attention's declared variables (from its config alone) and its (heads, window, shift)."""
+    where = f"layer {limits.brief(name)}"
+    channels = _int(cfg.get("channels"), f"{where}'s channels", limits.LAYER_UNITS)
+    heads = _int(cfg.get("heads"), f"{where}'s heads", limits.LAYER_UNITS)
+    window, shift = cfg.get("window"), cfg.get("shift")
+    if not (isinstance(window, list) and isinstance(shift, list) and len(window) == len(shift) == 3):
+        raise InputError(f"{where} has a malformed window or shift")
+    window = tuple(_int(w, f"{where}'s window", limits.KERNEL_SIZE) for w in window)
+    if not all(type(s) is int and 0 <= s < w for s, w in zip(shift, window, strict=True)):
+        raise InputError(f"{where} has a shift outside its window")
+    shift = tuple(shift)
+    rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
+    shapes[f"{name}/relative_position_bias_table"] = (rows, heads)
+    shapes[f"{name}/qkv/kernel"], shapes[f"{name}/qkv/bias"] = (channels, 3 * channels), (3 * channels,)
+    shapes[f"{name}/proj/kernel"], shapes[f"{name}/proj/bias"] = (channels, channels), (channels,)
+    return heads, window, shift
+
+
+def _detect_swin3d(shapes: dict[str, tuple[int, ...]], attention: dict[str, tuple], arch: str | None) -> None:
+    """A Swin3D's declared variables must be exactly a known variant's, and every window attention's heads,
+    window and shift its record's (Keras builds each attention's index from its window)."""
+    from vrconvert.converter.arch import swin3d, swin3d_mapping
+
+    variant = swin3d_mapping.detect(shapes, keras=True)
+    if variant is None or arch not in (None, variant.name):
+        raise InputError(f"its layers do not fit {arch or 'any known architecture'}")
+    for node in swin3d.expand(variant):
+        if node.op == "attn" and attention.get(node.name.replace(".", "_")) != (node.heads, node.window, node.shift):
+            raise InputError(f"layer {limits.brief(node.name)}'s attention differs from {variant.name}'s")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter import parity
-from vrconvert.converter.arch import folding, spec
+from vrconvert.converter.arch import folding, spec, swin3d
 from vrconvert.converter.arch.layers import expand, keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
 from vrconvert.converter.errors import InputError, ParityError
@@ -206,7 +206,12 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
     from vrconvert.models_tf import fold
     from vrconvert.models_tf.preprocessing import predictor
 
-    if fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
+    channels_last = isinstance(arch, swin3d.Swin3D)  # its twin runs channels-last after the patch embedding
+    if channels_last:
+        from vrconvert.models_tf.swin3d import output_layer
+
+        pairs = [(r.name, output_layer(r), r.op) for r in swin3d.expand(arch)]
+    elif fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
         pairs = folding.probe_pairs(arch)
     else:
         pairs = [(r.name, keras_name(r.name), r.op) for r in expand(arch)]
@@ -218,7 +223,7 @@ def layer_diffs(arch: spec.Arch, torch_model, keras_model, clip: np.ndarray, run
     diffs = []
     for (module, layer, op), keras_out in zip(pairs, got, strict=True):
         expected = values.pop(module).cpu().numpy()
-        if expected.ndim == 5:
+        if expected.ndim == 5 and not channels_last:
             expected = expected.transpose(0, 2, 3, 4, 1)
         diff = float(np.abs(expected.astype(np.float64) - keras_out).max())
         scale = max(float(np.abs(expected).max()), np.finfo(np.float32).tiny)
