@@ -82,12 +82,13 @@ def build(
     variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
     if isinstance(variant, swin3d.Swin3D):  # a family with its own builder
-        if include_preprocessing or data_format != "channels_last" or pooling is not None:
-            raise ValueError(f"{variant.name}: only channels-last, without preprocessing or pooling, for now")
+        if data_format != "channels_last" or pooling is not None:
+            raise ValueError(f"{variant.name}: channels-last only, without pooling")
         from vrconvert.models_tf import swin3d as swin3d_keras
 
         return swin3d_keras.build(
             variant,
+            include_preprocessing=include_preprocessing,
             include_top=include_top,
             classifier_activation=classifier_activation,
             input_shape=input_shape,

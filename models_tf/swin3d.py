@@ -55,8 +55,10 @@ def build(
     classifier_activation: str | None = None,
     input_shape: tuple[int | None, int | None, int | None, int] | None = None,
     name: str | None = None,
+    include_preprocessing: bool = False,
 ) -> keras.Model:
-    """An untrained Keras Swin3D; `include_top=False` ends at the final norm's (N, T', H', W', C) map."""
+    """An untrained Keras Swin3D; `include_top=False` ends at the final norm's (N, T', H', W', C) map; with
+    `include_preprocessing`, fed uint8 frames (N, T, H, W, 3) of any size (`models_tf.preprocessing`)."""
     variant = swin3d.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or variant.num_classes)
     shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)
@@ -64,6 +66,11 @@ def build(
         raise ValueError(f"input_shape must be (T, H, W, 3) (channels last), not {shape}")
     inputs = keras.Input(shape=shape, name=INPUT)
     values = {INPUT: inputs}
+    if include_preprocessing:  # uint8 frames of any H x W in: torchvision's transform is the network's input
+        from vrconvert.models_tf import preprocessing
+
+        inputs = preprocessing.frames_input(shape[0])
+        values = {INPUT: preprocessing.kinetics(inputs, variant.preprocessing)}
     for node in swin3d.expand(variant):
         if not include_top and node.op == "pool":
             break

@@ -167,11 +167,9 @@ def build(arch: str | spec.Arch, num_classes: int = 400, *, include_preprocessin
     variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes)
     if isinstance(variant, swin3d.Swin3D):  # a family with its own twin
-        if include_preprocessing:
-            raise ValueError(f"{variant.name}: no torch preprocessing model yet")
         from vrconvert.models_torch import swin3d as swin3d_torch
 
-        return swin3d_torch.build(variant, num_classes)
+        return swin3d_torch.build(variant, num_classes, include_preprocessing=include_preprocessing)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))
@@ -192,6 +190,10 @@ def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
     """`model` fed uint8 frames: the same network and weights, torchvision's transform in front."""
     if isinstance(model, PreprocessedVideoResNet):
         return model
+    if not isinstance(model, VideoResNet):  # a family with its own twin
+        from vrconvert.models_torch import swin3d as swin3d_torch
+
+        return swin3d_torch.with_preprocessing(model)
     out = PreprocessedVideoResNet(model.arch, model.layers)
     out.load_state_dict(model.state_dict(), strict=True)
     return out.to(next(model.parameters()).device).train(model.training)

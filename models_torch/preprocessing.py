@@ -32,18 +32,21 @@ class KineticsPreprocessing(nn.Module):
             raise ValueError(f"expected uint8 frames (N, T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
         n, t, h, w, c = frames.shape
         x = frames.permute(0, 1, 4, 2, 3).reshape(n * t, c, h, w).float()  # torchvision's (T, C, H, W) view
-        x = F.interpolate(
-            x, size=list(self.preprocessing.resize), mode="bilinear", align_corners=False, antialias=False
-        )
+        size = self._resized(h, w)
+        x = F.interpolate(x, size=list(size), mode="bilinear", align_corners=False, antialias=False)
         x = x.round().clamp(0, 255)
-        (top, left), (ch, cw) = self._offsets(), self.preprocessing.crop
+        (ch, cw) = self.preprocessing.crop
+        top, left = round((size[0] - ch) / 2.0), round((size[1] - cw) / 2.0)
         return x[:, :, top : top + ch, left : left + cw]
+
+    def _resized(self, h: int, w: int) -> tuple[int, int]:
+        """The resize's output: fixed, or (one value) torchvision's short side to it, the long side scaled."""
+        size = self.preprocessing.resize
+        if len(size) == 2:
+            return tuple(size)
+        return (int(size[0] * h / w), size[0]) if w <= h else (size[0], int(size[0] * w / h))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         n, t = frames.shape[:2]
         x = (self.levels(frames) / 255.0 - self.mean) / self.std
         return x.reshape(n, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-
-    def _offsets(self) -> tuple[int, int]:
-        (rh, rw), (ch, cw) = self.preprocessing.resize, self.preprocessing.crop
-        return round((rh - ch) / 2.0), round((rw - cw) / 2.0)

@@ -16,6 +16,7 @@ from torch import nn
 
 from vrconvert.converter.arch import swin3d
 from vrconvert.converter.arch.swin3d import INPUT, Node
+from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 
 def _pad_end(x: torch.Tensor, sizes: tuple[int, ...], multiples: tuple[int, ...], channels_last: bool) -> torch.Tensor:
@@ -170,6 +171,30 @@ class SwinTransformer3d(nn.Module):
         return values
 
 
-def build(arch: str | swin3d.Swin3D, num_classes: int = 400) -> SwinTransformer3d:
+class PreprocessedSwinTransformer3d(SwinTransformer3d):
+    """Fed decoded uint8 frames (N, T, H, W, 3): torchvision's eval transform in front; the state dict is the
+    network's alone (the transform's mean and std are not persistent)."""
+
+    def __init__(self, arch: swin3d.Swin3D) -> None:
+        super().__init__(arch)
+        self.preprocess = KineticsPreprocessing(arch.preprocessing)
+
+    def run(self, frames: torch.Tensor, keep: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+        return super().run(self.preprocess(frames), keep)
+
+
+def with_preprocessing(model: SwinTransformer3d) -> PreprocessedSwinTransformer3d:
+    """`model` fed uint8 frames: the same network and weights."""
+    if isinstance(model, PreprocessedSwinTransformer3d):
+        return model
+    out = PreprocessedSwinTransformer3d(model.arch)
+    out.load_state_dict(model.state_dict(), strict=True)
+    return out.to(next(model.parameters()).device).train(model.training)
+
+
+def build(
+    arch: str | swin3d.Swin3D, num_classes: int = 400, *, include_preprocessing: bool = False
+) -> SwinTransformer3d:
     variant = swin3d.get(arch) if isinstance(arch, str) else arch
-    return SwinTransformer3d(variant.with_classes(num_classes))
+    kind = PreprocessedSwinTransformer3d if include_preprocessing else SwinTransformer3d
+    return kind(variant.with_classes(num_classes))

@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 
 
 def register_keras_layers() -> None:
-    """Registers vrconvert's own Keras layers (Swin3D's window attention, patch merging, padding), so that
-    `keras.models.load_model` finds them in safe mode. Imported here when Keras already is (which costs
-    nothing more); otherwise call it, or import `vrconvert.models_tf.swin3d_layers`, before loading."""
-    from vrconvert.models_tf import swin3d_layers  # noqa: F401
+    """Registers vrconvert's own Keras layers (Swin3D's window attention, patch merging, padding and its
+    short-side resize), so that `keras.models.load_model` finds them in safe mode. Imported here when Keras
+    already is (which costs nothing more); otherwise call it before loading."""
+    from vrconvert.models_tf import short_side, swin3d_layers  # noqa: F401
 
 
 if "keras" in sys.modules:

@@ -232,3 +232,58 @@ def test_tiny_keras_file_on_every_backend(torch, tmp_path, backend):
         backend=backend,
         timeout=900,
     )
+
+
+def _preprocess_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, uint8 frames (1, 2, 240, 320, 3), torchvision's swin3d transform of them (3, 2, 224, 224))."""
+    with np.load(so.FIXTURES.parent / "preprocess.oracle.npz") as z:
+        noise = z["noise_frames_thwc"][:2]
+    ramp = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)[:2]
+    with np.load(so.FIXTURES / "swin3d.preprocess.npz") as z:
+        return [("noise", noise[None], z["swin3d.noise_out_cthw"]), ("ramp", ramp[None], z["swin3d.ramp_out_cthw"])]
+
+
+def test_torch_preprocessing_is_torchvisions(torch):
+    """Short side to 256 (240x320 -> 256x341), centre crop 224, ImageNet mean and std: exactly the oracle's."""
+    from vrconvert.models_torch.preprocessing import KineticsPreprocessing
+
+    transform = KineticsPreprocessing(swin3d.get("swin3d_t").preprocessing)
+    for name, frames, expected in _preprocess_cases():
+        got = transform(torch.from_numpy(frames))[0].numpy()
+        assert np.array_equal(got, expected), name
+
+
+@pytest.mark.parametrize("frames", [None, 2])
+def test_keras_preprocessing_against_the_oracle(frames):
+    """The Keras transform (free or fixed T; H x W always free): at most one uint8 level off, on at most 1e-4 of the values
+    (torch fuses each multiply-add of the bilinear taps; plain ops round a half-way value either way)."""
+    from vrconvert.models_tf.preprocessing import transform_model
+
+    p = swin3d.get("swin3d_t").preprocessing
+    for name, frames, expected in _preprocess_cases():
+        model = transform_model(p, frames)
+        got = np.asarray(model(frames))[0].transpose(3, 0, 1, 2)
+        level = 1.0 / 255.0 / min(p.std) + 1e-6
+        off = np.abs(got - expected)
+        assert off.max() <= level and (off > 1e-5).mean() <= 1e-4, (name, off.max(), (off > 1e-5).mean())
+
+
+def test_preprocessing_models_agree_on_frames(torch):
+    """Both builders' include_preprocessing on uint8 frames of a size the network never saw: validate's own
+    comparison (torchvision's transform in front of the twin) passes at its frames tolerance."""
+    from vrconvert import models_torch
+    from vrconvert.converter.parity import runtime, validate
+    from vrconvert.models_tf.build import build
+
+    state = _tiny_state(torch)
+    keras_model = build(TINY, include_preprocessing=True)
+    variables = {v.path: v for v in keras_model.weights}
+    for path, array in swin3d_mapping.to_keras(TINY, state).items():
+        variables[path].assign(array)
+    twin = models_torch.build(TINY, TINY.num_classes).eval()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    frames = np.random.default_rng(8).integers(0, 256, (1, 4, 180, 250, 3), dtype=np.uint8)
+    report = validate.check_models(
+        TINY, twin, keras_model, {"frames": frames}, runtime.prepare("cpu"), validate.default_tolerance(True)
+    )
+    assert report.passed, report.worst

@@ -273,7 +273,9 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
         kind, cfg = layer.get("class_name"), layer["config"]
         name = cfg.get("name")
         module = layer.get("module", "keras.layers")
-        swin_layer = kind in SWIN3D_CLASSES and module == SWIN3D_MODULE
+        swin_layer = (kind in SWIN3D_CLASSES and module == SWIN3D_MODULE) or (
+            kind == "ShortSideResizeCrop" and module == "vrconvert.models_tf.short_side"
+        )
         if not swin_layer and (
             kind not in LAYER_CLASSES | {"LayerNormalization"} or module not in ("keras.layers", None)
         ):
