@@ -43,6 +43,7 @@ LAYER_CLASSES = frozenset(
         "GlobalMaxPooling3D",
         "AveragePooling3D",
         "MaxPooling3D",
+        "LayerNormalization",  # Swin3D's norms
         # the preprocessing front a model may carry (models_tf.preprocessing): no weights
         "Rescaling",
         "Resizing",
@@ -276,9 +277,7 @@ def _declared_shapes(config, arch: str | None, stored: dict | None = None) -> di
         swin_layer = (kind in SWIN3D_CLASSES and module == SWIN3D_MODULE) or (
             kind == "ShortSideResizeCrop" and module == "vrconvert.models_tf.short_side"
         )
-        if not swin_layer and (
-            kind not in LAYER_CLASSES | {"LayerNormalization"} or module not in ("keras.layers", None)
-        ):
+        if not swin_layer and (kind not in LAYER_CLASSES or module not in ("keras.layers", None)):
             raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
         if not isinstance(name, str) or not name:
             raise InputError("a layer without a name")
