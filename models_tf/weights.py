@@ -13,7 +13,7 @@ import h5py
 import keras
 import numpy as np
 
-from vrconvert.converter.arch import accounting, folding, mapping, spec, swin3d_mapping
+from vrconvert.converter.arch import accounting, families, folding, mapping, spec, swin3d, swin3d_mapping
 from vrconvert.converter.arch.layers import expand
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import keras_archive
@@ -137,8 +137,17 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     classes = num_classes or next((s[1] for s in shapes if len(s) == 2), None)
     kernels = _conv_kernels_in_order(arrays)
     fits = []
-    for name in [arch] if arch else list(spec.VARIANTS):
-        variant = spec.get(name).with_classes(classes or 400)
+    for name in [arch] if arch else list(families.VARIANTS):
+        variant = families.get(name)
+        if isinstance(variant, swin3d.Swin3D):  # the head is one of the 2-D arrays of the last stage's width
+            widths = {num_classes} if num_classes else {s[1] for s in shapes if len(s) == 2 and s[0] == variant.width}
+            fits += [
+                v
+                for v in (variant.with_classes(c) for c in sorted(widths))
+                if shapes == sorted(e.keras_shape for e in mapping.entries(v))
+            ]
+            continue
+        variant = variant.with_classes(classes or 400)
         convs = [layer for layer in expand(variant) if layer.op == "conv"]
         if len(kernels) == len(convs):  # name the n-th kernel after the n-th conv, in torch's layout
             named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs, strict=True)}

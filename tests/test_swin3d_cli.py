@@ -67,3 +67,21 @@ def test_validate_names_the_first_diverging_block(recipe_checkpoint, tmp_path, t
     )
     assert not report.passed
     assert report.first_divergence.torch_module == "features.2.1.norm2"
+
+
+@pytest.mark.slow
+def test_weights_h5_is_detected_and_converted_back(recipe_checkpoint, tmp_path, capsys, torch):
+    """A `.weights.h5` names arrays by layer class and order: the variant and its head are found from the
+    multiset of shapes, and keras2torch gives the checkpoint back bit for bit."""
+    from vrconvert.converter.arch import swin3d
+    from vrconvert.models_tf import weights
+
+    _, state = recipe_checkpoint
+    src = tmp_path / "t.weights.h5"
+    weights.build_model(swin3d.get("swin3d_t"), state).save_weights(src)
+    back = tmp_path / "back.pth"
+    code, _, err = invoke(["keras2torch", src, back], capsys)
+    assert code == 0, err
+    loaded = torch.load(back, weights_only=True)
+    assert list(loaded) == list(state)
+    assert all(np.array_equal(loaded[k].numpy(), v) for k, v in state.items())
