@@ -148,8 +148,10 @@ class ShiftedWindowAttention3D(keras.layers.Layer):
             x = ops.roll(x, [-s for s in shifts], axis=(1, 2, 3))
         grid = [p // k for p, k in zip(padded, windows, strict=True)]
         n = windows[0] * windows[1] * windows[2]
-        x = ops.reshape(x, (b, grid[0], windows[0], grid[1], windows[1], grid[2], windows[2], c))
-        x = ops.reshape(ops.transpose(x, (0, 1, 3, 5, 2, 4, 6, 7)), (-1, n, c))
+        # windows (b, T/kt, H/kh, W/kw) of tokens (kt, kh, kw), in two 5-D transposes (LiteRT's have 6 at most)
+        x = ops.reshape(x, (b * grid[0], windows[0], grid[1], windows[1], padded[2] * c))
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (-1, windows[0] * windows[1], grid[2], windows[2], c))
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (-1, n, c))
         qkv = ops.reshape(self.qkv(x), (-1, n, 3, self.heads, c // self.heads))
         q = qkv[:, :, 0] * ((c // self.heads) ** -0.5)
         attn = ops.einsum("bqhd,bkhd->bhqk", q, qkv[:, :, 1]) + self._bias(n)
@@ -158,8 +160,9 @@ class ShiftedWindowAttention3D(keras.layers.Layer):
             attn = ops.reshape(ops.reshape(attn, (b, -1, self.heads, n, n)) + mask, (-1, self.heads, n, n))
         x = ops.einsum("bhqk,bkhd->bqhd", ops.softmax(attn, axis=-1), qkv[:, :, 2])
         x = self.proj(ops.reshape(x, (-1, n, c)))
-        x = ops.reshape(x, (b, grid[0], grid[1], grid[2], windows[0], windows[1], windows[2], c))
-        x = ops.reshape(ops.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7)), (b, padded[0], padded[1], padded[2], c))
+        x = ops.reshape(x, (-1, grid[2], windows[0] * windows[1], windows[2], c))  # the windows undone
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (-1, grid[1], windows[0], windows[1], padded[2] * c))
+        x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (b, padded[0], padded[1], padded[2], c))
         if shifted:
             x = ops.roll(x, list(shifts), axis=(1, 2, 3))
         return x[:, : size[0], : size[1], : size[2]]
