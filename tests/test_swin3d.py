@@ -253,15 +253,15 @@ def test_torch_preprocessing_is_torchvisions(torch):
         assert np.array_equal(got, expected), name
 
 
-@pytest.mark.parametrize("frames", [None, 2])
-def test_keras_preprocessing_against_the_oracle(frames):
-    """The Keras transform (free or fixed T; H x W always free): at most one uint8 level off, on at most 1e-4 of the values
-    (torch fuses each multiply-add of the bilinear taps; plain ops round a half-way value either way)."""
+@pytest.mark.parametrize("count", [None, 2])
+def test_keras_preprocessing_against_the_oracle(count):
+    """The Keras transform (free or fixed T; H x W always free): at most one uint8 level off, on at most 1e-4
+    of the values (torch fuses each multiply-add of the bilinear taps; plain ops round a half-way value either way)."""
     from vrconvert.models_tf.preprocessing import transform_model
 
     p = swin3d.get("swin3d_t").preprocessing
     for name, frames, expected in _preprocess_cases():
-        model = transform_model(p, frames)
+        model = transform_model(p, count)
         got = np.asarray(model(frames))[0].transpose(3, 0, 1, 2)
         level = 1.0 / 255.0 / min(p.std) + 1e-6
         off = np.abs(got - expected)
