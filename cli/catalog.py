@@ -14,13 +14,12 @@ from .options import emit_json, force_option, json_option, num_classes_option
 def list_cmd(as_json: bool) -> None:
     """Every variant vrconvert builds and converts, with its parameter count and pretrained weights."""
     from vrconvert.converter.arch import families
-    from vrconvert.converter.arch.families import expand
     from vrconvert.converter.arch.layers import count_params
 
     rows = [
         {
             "arch": v.name,
-            "num_params": count_params(expand(v)),
+            "num_params": count_params(families.expand(v)),
             "pretrained": v.pretrained is not None,
             "acc1": v.pretrained.acc1 if v.pretrained else None,
             "description": v.description,

@@ -87,11 +87,12 @@ def torch2keras(
         from vrconvert.converter.formats.keras_io import KERAS_SUFFIXES
         from vrconvert.converter.formats.output import check_target
 
-        published = [name for name, v in families.VARIANTS.items() if v.pretrained]
+        published = list(families.published())
         if pretrained not in published:
             raise InputError(f"no pretrained weights for {pretrained!r}; published: {', '.join(published)}")
         check_target(dst, force, KERAS_SUFFIXES)  # fail before a long download
-        src, arch = str(fetch_pretrained(pretrained, progress=not as_json)), arch or pretrained
+        src = str(fetch_pretrained(pretrained, progress=not as_json))
+        arch = arch or families.published()[pretrained][0].name
     result = convert.torch_to_keras(
         src,
         dst,

@@ -12,7 +12,7 @@ from typing import Literal
 
 import keras
 
-from vrconvert.converter.arch import families
+from vrconvert.converter.arch import families, swin3d
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import INPUT, Layer, keras_name
 from vrconvert.converter.arch.mvit import MViTArch
@@ -110,6 +110,19 @@ def build(
         if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
             raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
         return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
+    if isinstance(variant, swin3d.Swin3D):  # a family with its own builder
+        if data_format != "channels_last" or pooling is not None:
+            raise ValueError(f"{variant.name}: channels-last only, without pooling")
+        from vrconvert.models_tf import swin3d as swin3d_keras
+
+        return swin3d_keras.build(
+            variant,
+            include_preprocessing=include_preprocessing,
+            include_top=include_top,
+            classifier_activation=classifier_activation,
+            input_shape=input_shape,
+            name=name,
+        )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
     shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)

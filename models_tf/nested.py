@@ -44,6 +44,14 @@ def _var(variable) -> str:
     return variable.path.rsplit("/", 1)[-1]
 
 
+def wrapped(model) -> bool:
+    """Whether `model` is more than a vrconvert model: a model nested in it, or a weighted layer that no
+    known network has (a user's head)."""
+    return any(isinstance(layer, keras.Model) for layer in model.layers) or any(
+        layer.weights and layer.name not in heads.known_names() | heads.head_names() for layer in model.layers
+    )
+
+
 def find(model, arch: str | None = None, head: str | None = None, require_head: bool = True, values: bool = True):
     """(arch, variables) of the backbone and head inside `model`, the variables keyed by the mapping's
     Keras paths (the head's as `fc/...`). `head` names the head layer when more than one Dense could be

@@ -120,6 +120,11 @@ def levels(
     `TapsResize`, for exported artifacts, whose runtimes' own resize kernels round ties their own way."""
     p = preprocessing or Preprocessing()
     x = keras.layers.Rescaling(1.0, name=f"{PREFIX}to_float")(frames)
+    if len(p.resize) == 1:  # the short side to p.resize[0] (Swin3D's): the size follows the frames'
+        from vrconvert.models_tf.short_side import ShortSideResizeCrop
+
+        x = ShortSideResizeCrop(p.resize[0], p.crop, name=f"{PREFIX}resize")(x)
+        return _rounded(x)
     if resize == "taps":
         x = TapsResize(*p.resize, name=f"{PREFIX}resize")(x)
     else:
@@ -133,6 +138,11 @@ def levels(
         x = keras.layers.TimeDistributed(layer, name=f"{PREFIX}resize")(x)
     rows, cols = (crop_offsets(n, c) for n, c in zip(p.resize, p.crop, strict=True))
     x = keras.layers.Cropping3D(((0, 0), rows, cols), name=f"{PREFIX}crop")(x)
+    return _rounded(x)
+
+
+def _rounded(x):
+    """Round half to even and clamp to 0..255 (see the module's docstring, step 4)."""
     x = keras.layers.Rescaling(1.0, offset=_MAGIC, name=f"{PREFIX}round_shift")(x)
     x = keras.layers.ReLU(max_value=_MAGIC + 255.0, name=f"{PREFIX}round_clamp")(x)
     x = keras.layers.Rescaling(1.0, offset=-_MAGIC, name=f"{PREFIX}round_unshift")(x)

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import accounting, families, folding, mapping, spec
+from vrconvert.converter.arch import accounting, families, folding, mapping, spec, swin3d, swin3d_mapping
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import h5safe, keras_archive
@@ -72,9 +72,15 @@ def load_keras_model(
         raise InputError(f"{path}: cannot load it as a Keras model: {limits.one_line(str(exc))}") from exc
     if fold.is_folded(model):  # folded: exactly its variables
         return folding.detect(shapes_of_model(model), arch, activation_of(model)), model
+    swin = swin3d_mapping.detect(shapes_of_model(model), keras=True)  # a family with its own rule table
+    if swin is not None and arch in (None, swin.name):
+        return swin, model
     from vrconvert.models_tf import nested
 
-    return nested.find(model, arch, head, values=False)[0], model
+    if head is not None or nested.wrapped(model):  # a backbone inside a user's model: found by its layers
+        return nested.find(model, arch, head, values=False)[0], model
+    shapes = accounting.torch_shapes_of(shapes_of_model(model))
+    return accounting.detect(shapes, arch, activation_of(model)), model
 
 
 def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None = None, head: str | None = None):
@@ -106,7 +112,16 @@ def _arch_of_weights_file(path: Path, arch: str | None, num_classes: int | None)
     kernels = _conv_kernels_in_order(arrays)
     fits = []
     for name in [arch] if arch else list(families.VARIANTS):
-        variant = families.get(name).with_classes(classes or 400)
+        variant = families.get(name)
+        if isinstance(variant, swin3d.Swin3D):  # the head is one of the 2-D arrays of the last stage's width
+            widths = {num_classes} if num_classes else {s[1] for s in shapes if len(s) == 2 and s[0] == variant.width}
+            fits += [
+                v
+                for v in (variant.with_classes(c) for c in sorted(widths))
+                if shapes == sorted(e.keras_shape for e in mapping.entries(v))
+            ]
+            continue
+        variant = variant.with_classes(classes or 400)
         convs = [layer for layer in expand(variant) if layer.op == "conv"]
         if len(kernels) == len(convs):  # name the n-th kernel after the n-th conv, in torch's layout
             named = {f"{layer.name}.weight": (k[4], k[3], *k[:3]) for k, layer in zip(kernels, convs, strict=True)}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vrconvert.converter.arch import families
+from vrconvert.converter.arch import families, swin3d
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import INPUT, Layer
 from vrconvert.converter.arch.mvit import MViTArch
@@ -193,6 +193,10 @@ def build(
     variant = variant.with_classes(num_classes or variant.num_classes)
     if isinstance(variant, MViTArch):
         return mvit.build(variant)
+    if isinstance(variant, swin3d.Swin3D):  # a family with its own twin
+        from vrconvert.models_torch import swin3d as swin3d_torch
+
+        return swin3d_torch.build(variant, variant.num_classes, include_preprocessing=include_preprocessing)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))
@@ -213,6 +217,10 @@ def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
     """`model` fed uint8 frames: the same network and weights, torchvision's transform in front."""
     if isinstance(model, PreprocessedVideoResNet):
         return model
+    if not isinstance(model, VideoResNet):  # a family with its own twin
+        from vrconvert.models_torch import swin3d as swin3d_torch
+
+        return swin3d_torch.with_preprocessing(model)
     out = PreprocessedVideoResNet(model.arch, model.layers)
     out.load_state_dict(model.state_dict(), strict=True)
     return out.to(next(model.parameters()).device).train(model.training)

@@ -39,6 +39,13 @@ class KineticsPreprocessing(nn.Module):
         (top, left), (ch, cw) = self._offsets(h, w), self.preprocessing.crop
         return x[:, :, top : top + ch, left : left + cw]
 
+    def _resized(self, h: int, w: int) -> tuple[int, int]:
+        """The resize's output: fixed, or (one value) torchvision's short side to it, the long side scaled."""
+        size = self.preprocessing.resize
+        if len(size) == 2:
+            return tuple(size)
+        return (int(size[0] * h / w), size[0]) if w <= h else (size[0], int(size[0] * w / h))
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         n, t = frames.shape[:2]
         x = (self.levels(frames) / 255.0 - self.mean) / self.std

@@ -1,4 +1,4 @@
-"""vrconvert: torchvision's Kinetics-400 video ResNets in PyTorch and Keras 3, and conversion between them.
+"""vrconvert: torchvision's Kinetics-400 video models in PyTorch and Keras 3, and conversion between them.
 
 Subpackages: `vrconvert.converter` (spec, layers, mapping, checkpoints), `vrconvert.models_torch`,
 `vrconvert.models_tf`, `vrconvert.cli`. Nothing heavy is imported here: torch, TensorFlow and Keras
@@ -13,12 +13,27 @@ import importlib.util
 import sys
 
 __version__ = "0.1.0"
-KERAS_LAYERS = "vrconvert.models_tf.mvit_layers"  # vrconvert's registered Keras layers (no Lambda anywhere)
+# vrconvert's registered Keras layers (no Lambda anywhere): MViT's, Swin3D's and its short-side resize,
+# and the opt-in torch-rule BatchNorm
+KERAS_LAYERS = (
+    "vrconvert.models_tf.mvit_layers",
+    "vrconvert.models_tf.swin3d_layers",
+    "vrconvert.models_tf.short_side",
+    "vrconvert.models_tf.batchnorm",
+)
+
+
+def register_keras_layers() -> None:
+    """Registers vrconvert's own Keras layers, so that `keras.models.load_model` finds them in safe mode.
+    Done by `import vrconvert` the moment Keras is imported; call it only where Keras was imported through
+    a path that bypassed that hook."""
+    for module in KERAS_LAYERS:
+        importlib.import_module(module)
 
 
 class _RegisterWithKeras(importlib.abc.MetaPathFinder):
-    """Imports `KERAS_LAYERS` right after Keras itself, so a `.keras` file using vrconvert's layers loads in
-    safe mode after `import vrconvert`, while `import vrconvert` stays free of Keras."""
+    """Registers `KERAS_LAYERS` right after Keras itself is imported, so a `.keras` file using vrconvert's
+    layers loads in safe mode after `import vrconvert`, while `import vrconvert` stays free of Keras."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "keras":
@@ -30,14 +45,14 @@ class _RegisterWithKeras(importlib.abc.MetaPathFinder):
 
             def exec_module(module) -> None:
                 run(module)
-                importlib.import_module(KERAS_LAYERS)
+                register_keras_layers()
 
             spec.loader.exec_module = exec_module
         return spec
 
 
 if "keras" in sys.modules:
-    importlib.import_module(KERAS_LAYERS)
+    register_keras_layers()
 elif not any(isinstance(finder, _RegisterWithKeras) for finder in sys.meta_path):
     sys.meta_path.insert(0, _RegisterWithKeras())
 

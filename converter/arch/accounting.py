@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vrconvert.converter import limits
-from vrconvert.converter.arch import families, layers, mapping, spec
+from vrconvert.converter.arch import families, layers, mapping, spec, swin3d_mapping
 from vrconvert.converter.errors import InputError
 
 OPTIONAL_SUFFIX = mapping.TORCH_ONLY_SUFFIX  # pre-1.0 checkpoints have no num_batches_tracked
@@ -80,7 +80,7 @@ INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "u
 def dtype_expected(key: str) -> tuple[str, tuple[str, ...]]:
     """The dtype rule: `num_batches_tracked` is an integer count; every weight and statistic is
     floating point of 16, 32 or 64 bits (bfloat16 included). Returns (what to call it, the dtypes)."""
-    if key.endswith(OPTIONAL_SUFFIX):
+    if key.endswith(OPTIONAL_SUFFIX) or key.endswith(swin3d_mapping.INDEX):  # a count; Swin3D's index
         return "an integer", INT_DTYPES
     return "floating point (16, 32 or 64 bits)", FLOAT_DTYPES
 
@@ -111,7 +111,7 @@ def account(arch: families.Variant, shapes: dict[str, tuple[int, ...]]) -> Repor
     return report
 
 
-HEADS = ("fc.weight", "head.1.weight")  # the classifier's weight where no arch is given: the ResNets', MViT's
+HEADS = ("fc.weight", "head.1.weight", "head.weight")  # without an arch: the ResNets', MViT's, Swin3D's
 
 
 def num_classes_of(shapes: dict[str, tuple[int, ...]], arch: families.Variant | None = None) -> int | None:
@@ -141,7 +141,9 @@ def detect(
     candidates = (
         [families.get(arch)]
         if arch
-        else [v for v in families.VARIANTS.values() if activation is None or v.activation == activation]
+        else [
+            v for v in families.VARIANTS.values() if activation is None or getattr(v, "activation", None) == activation
+        ]
     )
     reports, matches = [], []
     for variant in candidates:

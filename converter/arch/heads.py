@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from vrconvert.converter.arch import spec
-from vrconvert.converter.arch.layers import expand, keras_name
+from vrconvert.converter.arch import families
+from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.errors import InputError
 
 HEAD = "fc"  # torchvision's name for the classifier, and the Keras builder's
@@ -27,32 +27,45 @@ class Weighted:
     shapes: dict[str, tuple[int, ...]]
 
 
+def head_record(variant: families.Variant):
+    """A variant's classifier: its last conv or dense record (`fc`, S3D's `classifier.1`, Swin3D's `head`,
+    MViT's `head.1`)."""
+    return next(r for r in reversed(families.expand(variant)) if r.op in ("conv", "dense"))
+
+
+@functools.cache
+def head_names() -> frozenset[str]:
+    """Every known network's classifier, as the Keras builders name it."""
+    return frozenset(keras_name(head_record(v).name) for v in families.VARIANTS.values())
+
+
 @functools.cache
 def _backbone_dense_names() -> frozenset[str]:
-    """Dense layers that belong inside a backbone (squeeze-excitation's), in every known variant."""
+    """Dense layers that belong inside a backbone (squeeze-excitation's, the transformers' own), in every
+    known variant of every family."""
     return frozenset(
-        keras_name(layer.name)
-        for variant in spec.VARIANTS.values()
-        for layer in expand(variant)
-        if layer.op == "dense" and layer.name != HEAD
+        keras_name(r.name)
+        for v in families.VARIANTS.values()
+        for r in families.expand(v)
+        if r.op == "dense" and r is not head_record(v)
     )
 
 
 @functools.cache
-def _known_names() -> frozenset[str]:
+def known_names() -> frozenset[str]:
     """Every weighted layer name a known variant's backbone has."""
     return frozenset(
-        keras_name(layer.name)
-        for variant in spec.VARIANTS.values()
-        for layer in expand(variant)
-        if layer.has_weights and layer.name != HEAD
+        keras_name(r.name)
+        for v in families.VARIANTS.values()
+        for r in families.expand(v)
+        if r.has_weights and r is not head_record(v)
     )
 
 
 def refuse_foreign(layers: list[Weighted], head: str | None) -> None:
     """One line naming the first weighted layer that is neither the head nor a backbone layer."""
     for layer in layers:
-        if layer.name != head and layer.name not in _known_names():
+        if layer.name != head and layer.name not in known_names():
             raise InputError(
                 f"layer {layer.name} ({layer.kind}) has no counterpart in torchvision's model; it cannot be converted"
             )
@@ -79,9 +92,10 @@ def renamed(layers: list[Weighted], head: str | None) -> dict[str, tuple[int, ..
     """Every variable's shape keyed `layer/var`, the head's layer named `fc`; a backbone that kept its own
     `fc` beside another chosen head is refused in one line (torch's model has room for one)."""
     shapes: dict[str, tuple[int, ...]] = {}
+    rename = head is not None and head not in head_names()  # a network's own classifier keeps its name
     for layer in layers:
-        name = HEAD if layer.name == head else layer.name
-        if name == HEAD and layer.name != head and head is not None:
+        name = HEAD if rename and layer.name == head else layer.name
+        if name == HEAD and layer.name != head and rename:
             raise InputError(f"layer {layer.name} is a second classifier besides the head {head}; torch has one fc")
         for var, shape in layer.shapes.items():
             shapes[f"{name}/{var}"] = tuple(shape)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vrconvert.converter.arch import mvit
+from vrconvert.converter.arch import mvit, swin3d_mapping
 from vrconvert.converter.arch.families import Variant as Arch
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import Layer, keras_name
+from vrconvert.converter.arch.swin3d import Swin3D
 
 TORCH_ONLY_SUFFIX = "num_batches_tracked"
 
@@ -125,6 +126,8 @@ def _walk(arch: Arch):
 
 def entries(arch: Arch) -> tuple[Entry, ...]:
     """Every mapped tensor of `arch`, in torchvision's state_dict order."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        return swin3d_mapping.entries(arch)
     return tuple(
         Entry(
             f"{layer.name}.{rule.torch_suffix}",
@@ -139,11 +142,15 @@ def entries(arch: Arch) -> tuple[Entry, ...]:
 
 def torch_only_keys(arch: Arch) -> tuple[str, ...]:
     """The buffers torch has and Keras does not: one `num_batches_tracked` per BatchNorm."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        return swin3d_mapping.torch_only_keys(arch)
     return tuple(f"{layer.name}.{TORCH_ONLY_SUFFIX}" for layer, rule in _walk(arch) if rule is None)
 
 
 def torch_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
     """torchvision's state_dict layout for `arch`: keys in order, shapes, buffers included."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        return swin3d_mapping.torch_shapes(arch)
     return {
         f"{layer.name}.{rule.torch_suffix if rule else TORCH_ONLY_SUFFIX}": _torch_shape(layer, rule.torch_suffix)
         if rule
@@ -154,23 +161,32 @@ def torch_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
 
 def iter_keras(arch: Arch, state: dict[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
     """(Keras variable path, array) one at a time, so a caller can assign each and let it go."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        yield from swin3d_mapping.iter_keras(arch, state)
+        return
     for e in entries(arch):
         yield e.keras_path, np.require(e.to_keras(state[e.torch_key]), requirements="C")
 
 
 def to_keras(arch: Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """torch-named arrays -> Keras variable path -> array (the state must already be accounted for)."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        return swin3d_mapping.to_keras(arch, state)
     return dict(iter_keras(arch, state))
 
 
 def complete(arch: Arch, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """`state` in torchvision's key order with the torch-only buffers it lacks (`num_batches_tracked`,
     absent from Keras and from pre-1.0 checkpoints) filled with 0."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        return swin3d_mapping.complete(arch, state)
     return {key: state[key] if key in state else np.zeros((), np.int64) for key in torch_shapes(arch)}
 
 
 def to_torch(arch: Arch, variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Keras variable path -> array  ->  a torchvision state dict (numpy), buffers included, in order."""
+    if isinstance(arch, Swin3D):  # a family with its own rule table
+        return swin3d_mapping.to_torch(arch, variables)
     return complete(
         arch, {e.torch_key: np.require(e.to_torch(variables[e.keras_path]), requirements="C") for e in entries(arch)}
     )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter.arch import accounting, mapping, spec
+from vrconvert.converter.arch import accounting, mapping, spec, swin3d, swin3d_mapping
+from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import checkpoint
 
 
@@ -16,6 +17,8 @@ def load_state(src: str | Path, arch: str | None = None) -> tuple[checkpoint.Che
     """A checkpoint read, normalised and strictly accounted for against its (detected) architecture."""
     ckpt = checkpoint.read_checkpoint(src)
     variant = accounting.detect(accounting.shapes_of(ckpt.state), arch)
+    if isinstance(variant, swin3d.Swin3D) and (wrong := swin3d_mapping.wrong_buffers(variant, ckpt.state)):
+        raise InputError(f"{src}: {wrong[0]} is not torchvision's relative position index for its window")
     return ckpt, variant
 
 

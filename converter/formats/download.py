@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from vrconvert.converter import limits
@@ -118,7 +119,11 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
     `max_seconds` bounds the whole download (default: $VRCONVERT_DOWNLOAD_SECONDS, else the limit)."""
     if max_seconds is None:
         max_seconds = limits.env_seconds(DEADLINE_ENV, limits.DOWNLOAD_SECONDS, limits.DOWNLOAD_MAX_SECONDS)
-    arch = families.get(name)
+    try:
+        arch, weights = families.published()[name]
+    except KeyError:
+        raise InputError(f"no pretrained weights for {name!r}; published: {', '.join(families.published())}") from None
+    arch = replace(arch, pretrained=weights)  # swin3d_b publishes two files
     url = url_for(arch)
     target = hub_dir() / arch.pretrained.filename
     if target.exists():

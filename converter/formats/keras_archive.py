@@ -47,6 +47,7 @@ LAYER_CLASSES = frozenset(
         "GlobalMaxPooling3D",
         "AveragePooling3D",
         "MaxPooling3D",
+        "LayerNormalization",  # Swin3D's norms
         # the preprocessing front a model may carry (models_tf.preprocessing): no weights
         "Rescaling",
         "Resizing",
@@ -54,7 +55,6 @@ LAYER_CLASSES = frozenset(
         "Normalization",
         "TimeDistributed",
         # MViT's token layers
-        "LayerNormalization",
         "Reshape",
         "Cropping1D",
         "Flatten",
@@ -66,10 +66,15 @@ CONTAINER_CLASSES = frozenset({"Functional", "Sequential"})
 CONTAINER_MODULES = frozenset({"keras.src.models.functional", "keras.src.models.sequential", "keras", None})
 WRAPPER_CLASSES = frozenset({"Dropout", "SpatialDropout3D", "Flatten"})
 KERAS_NESTING = 4  # models within models: a wrapped backbone is 1
-# vrconvert's own registered layers (MViT's), by class: the module they must come from
-VRCONVERT_CLASSES = dict.fromkeys(
-    ("ClassPositionEmbedding", "MultiscaleAttention", "TokenMaxPool"), "vrconvert.models_tf.mvit_layers"
-)
+# vrconvert's own registered layers, by class: the module they must come from (MViT's, Swin3D's and its
+# short-side resize)
+VRCONVERT_CLASSES = {
+    **dict.fromkeys(
+        ("ClassPositionEmbedding", "MultiscaleAttention", "TokenMaxPool"), "vrconvert.models_tf.mvit_layers"
+    ),
+    **dict.fromkeys(("PadToMultiple", "PatchMerge", "ShiftedWindowAttention3D"), "vrconvert.models_tf.swin3d_layers"),
+    "ShortSideResizeCrop": "vrconvert.models_tf.short_side",
+}
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
 KERAS_MEMBERS = re.compile(r"config\.json|metadata\.json|model\.weights\.h5|assets/[^/].*")
 H5_LAYER_NAME = re.compile(r"[a-z_]+[a-z0-9]*(_\d+)?")  # `conv3d_7`, `batch_normalization`; never `conv3d_x`
@@ -301,6 +306,7 @@ def _declared_shapes(
     limits.check("the number of layers", len(layers), limits.H5_OBJECTS)
     shapes: dict[str, tuple[int, ...]] = {}
     kinds: dict[str, str] = {}
+    attention: dict[str, tuple] = {}
     activation = None
     for layer in layers:
         if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
@@ -330,6 +336,8 @@ def _declared_shapes(
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
         if kind in ("ClassPositionEmbedding", "MultiscaleAttention"):  # shapes from their own config
             shapes.update(_token_layer_shapes(kind, cfg, name))
+        if kind == "ShiftedWindowAttention3D":
+            attention[name] = _swin_attention(cfg, name, shapes)
         if kind not in ("Conv3D", "Dense", "BatchNormalization", "LayerNormalization"):
             continue
         kinds[name] = kind
@@ -365,7 +373,9 @@ def _declared_shapes(
     shapes = _head_as_fc(shapes, kinds, head)  # a backbone may be wrapped with a head of its user's naming
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
     model_name = config["config"].get("name")
-    if isinstance(model_name, str) and model_name.endswith(folding.FOLDED_SUFFIX):  # detected by its own rule
+    if attention:  # a Swin3D: its own mapping's rule table
+        _detect_swin3d(shapes, attention, arch)
+    elif isinstance(model_name, str) and model_name.endswith(folding.FOLDED_SUFFIX):  # detected by its own rule
         folding.detect(shapes, arch, activation)
     else:
         accounting.detect(accounting.torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
@@ -405,3 +415,35 @@ def _head_as_fc(shapes: dict[str, tuple[int, ...]], kinds: dict[str, str], head:
     found = heads.find_head(weighted, head)
     heads.refuse_foreign(weighted, found)
     return heads.renamed(weighted, found)
+
+
+def _swin_attention(cfg: dict, name: str, shapes: dict[str, tuple[int, ...]]) -> tuple:
+    """A window attention's declared variables (from its config alone) and its (heads, window, shift)."""
+    where = f"layer {limits.brief(name)}"
+    channels = _int(cfg.get("channels"), f"{where}'s channels", limits.LAYER_UNITS)
+    heads = _int(cfg.get("heads"), f"{where}'s heads", limits.LAYER_UNITS)
+    window, shift = cfg.get("window"), cfg.get("shift")
+    if not (isinstance(window, list) and isinstance(shift, list) and len(window) == len(shift) == 3):
+        raise InputError(f"{where} has a malformed window or shift")
+    window = tuple(_int(w, f"{where}'s window", limits.KERNEL_SIZE) for w in window)
+    if not all(type(s) is int and 0 <= s < w for s, w in zip(shift, window, strict=True)):
+        raise InputError(f"{where} has a shift outside its window")
+    shift = tuple(shift)
+    rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
+    shapes[f"{name}/relative_position_bias_table"] = (rows, heads)
+    shapes[f"{name}/qkv/kernel"], shapes[f"{name}/qkv/bias"] = (channels, 3 * channels), (3 * channels,)
+    shapes[f"{name}/proj/kernel"], shapes[f"{name}/proj/bias"] = (channels, channels), (channels,)
+    return heads, window, shift
+
+
+def _detect_swin3d(shapes: dict[str, tuple[int, ...]], attention: dict[str, tuple], arch: str | None) -> None:
+    """A Swin3D's declared variables must be exactly a known variant's, and every window attention's heads,
+    window and shift its record's (Keras builds each attention's index from its window)."""
+    from vrconvert.converter.arch import swin3d, swin3d_mapping
+
+    variant = swin3d_mapping.detect(shapes, keras=True)
+    if variant is None or arch not in (None, variant.name):
+        raise InputError(f"its layers do not fit {arch or 'any known architecture'}")
+    for node in swin3d.expand(variant):
+        if node.op == "attn" and attention.get(node.name.replace(".", "_")) != (node.heads, node.window, node.shift):
+            raise InputError(f"layer {limits.brief(node.name)}'s attention differs from {variant.name}'s")

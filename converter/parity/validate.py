@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vrconvert.converter import parity
-from vrconvert.converter.arch import folding
+from vrconvert.converter.arch import folding, swin3d
 from vrconvert.converter.arch.families import Variant, expand
 from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.conversion.torch_model import load_state, torch_model_from_state
@@ -255,7 +255,12 @@ def layer_diffs(arch: Variant, torch_model, keras_model, clip: np.ndarray, runti
     from vrconvert.models_tf import fold
     from vrconvert.models_tf.preprocessing import predictor
 
-    if fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
+    channels_last = isinstance(arch, swin3d.Swin3D)  # its twin runs channels-last after the patch embedding
+    if channels_last:
+        from vrconvert.models_tf.swin3d import output_layer
+
+        pairs = [(r.name, output_layer(r), r.op) for r in swin3d.expand(arch)]
+    elif fold.is_folded(keras_model):  # a folded conv's output is its BatchNorm's in torch
         pairs = folding.probe_pairs(arch)
     else:
         pairs = [(r.name, keras_name(r.name), r.op) for r in expand(arch)]
@@ -267,7 +272,7 @@ def layer_diffs(arch: Variant, torch_model, keras_model, clip: np.ndarray, runti
     diffs = []
     for (module, layer, op), keras_out in zip(pairs, got, strict=True):
         expected = values.pop(module).cpu().numpy()
-        if expected.ndim == 5:
+        if expected.ndim == 5 and not channels_last:
             expected = expected.transpose(0, 2, 3, 4, 1)
         keras_out = np.asarray(keras_out)
         if parity.nonfinite(expected) or parity.nonfinite(keras_out):  # NaN or Inf: diverged, not equal
