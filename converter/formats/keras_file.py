@@ -85,7 +85,7 @@ def read(path: Path, arch: str | None = None, *, values: bool = True):
     from vrconvert.converter.arch import accounting
 
     path = Path(path)
-    if not path.name.endswith(".keras"):
+    if not path.name.endswith(".keras") or not path.is_file():  # Keras' path names what is missing
         return None
     keras_archive.check(path, arch)
     try:
