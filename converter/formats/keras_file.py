@@ -108,7 +108,18 @@ def read(path: Path, arch: str | None = None, *, values: bool = True):
         # the model's name is its variant's (the gate below requires it): detection tries that one alone
         named = config["config"]["name"] if config["config"]["name"] in spec.VARIANTS else None
         variant = accounting.detect(accounting.torch_shapes_of(shapes), arch or named, _activation(config))
-    except (OSError, KeyError, TypeError, ValueError, AttributeError, zipfile.BadZipFile, EOFError, InputError):
+    except (
+        OSError,
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        EOFError,
+        InputError,
+    ):
         return None
     if _normalised(config) != _normalised(keras_config.model_config(variant)):
         return None
