@@ -85,7 +85,7 @@ def read(path: Path, arch: str | None = None, *, values: bool = True):
     from vrconvert.converter.arch import accounting
 
     path = Path(path)
-    if not path.name.endswith(".keras"):
+    if not path.name.endswith(".keras") or not path.is_file():  # Keras' path names what is missing
         return None
     keras_archive.check(path, arch)
     try:
@@ -108,7 +108,18 @@ def read(path: Path, arch: str | None = None, *, values: bool = True):
         # the model's name is its variant's (the gate below requires it): detection tries that one alone
         named = config["config"]["name"] if config["config"]["name"] in spec.VARIANTS else None
         variant = accounting.detect(accounting.torch_shapes_of(shapes), arch or named, _activation(config))
-    except (OSError, KeyError, TypeError, ValueError, AttributeError, zipfile.BadZipFile, EOFError, InputError):
+    except (
+        OSError,
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RuntimeError,
+        zipfile.BadZipFile,
+        EOFError,
+        InputError,
+    ):
         return None
     if _normalised(config) != _normalised(keras_config.model_config(variant)):
         return None
