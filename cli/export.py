@@ -90,28 +90,7 @@ FORMAT_NAMES = ("saved_model", "litert", "onnx", "openvino")
     help="int8: layers left in float, comma-separated: stem, classifier, or none.",
 )
 @json_option
-def export(
-    src,
-    dst,
-    fmt,
-    arch,
-    frames,
-    size,
-    fold_bn,
-    include_preprocessing,
-    force,
-    no_validate,
-    tolerance,
-    videos,
-    int8,
-    precision,
-    calibration,
-    calibration_clips,
-    check_clips,
-    min_cosine,
-    keep_float,
-    as_json,
-) -> None:
+def export(src, dst, fmt, size, no_validate, int8, precision, keep_float, as_json, **options) -> None:
     """Export SRC (a torch checkpoint or a vrconvert .keras/.h5/.weights.h5 file) to DST.
 
     The artifact is loaded by its own runtime (tf.saved_model, LiteRT's Interpreter, onnxruntime,
@@ -123,37 +102,21 @@ def export(
     if not backends.select_backend("tensorflow"):
         rerun_with_backend("tensorflow")  # exits
     from vrconvert.converter.deploy import export as exporter
-    from vrconvert.converter.deploy.lowp import Options
     from vrconvert.converter.deploy.quality import table
     from vrconvert.converter.errors import ParityError
 
-    if int8 and precision not in (None, "int8"):
-        raise click.UsageError(f"--int8 and --precision {precision} contradict each other")
-    roles = tuple(r.strip() for r in keep_float.split(",") if r.strip() and r.strip() != "none")
-    lower = Options(
-        precision="int8" if int8 else precision or "f32",
-        calibration=calibration,
-        calibration_clips=calibration_clips,
-        check_clips=check_clips,
-        min_cosine=min_cosine,
-        keep_float=roles,
-    )
+    lowp = {k: options.pop(k) for k in ("calibration", "calibration_clips", "check_clips", "min_cosine")}
+    lower = _lower_precision(int8, precision, keep_float, **lowp)
     clip_size = parse_size(size) if size is not None else None
     try:
         result = exporter.export(
             src,
             dst,
             format=fmt,
-            arch=arch,
-            frames=frames,
             size=clip_size,
-            fold_bn=fold_bn,
-            include_preprocessing=include_preprocessing,
-            force=force,
             validate=not no_validate,
-            tolerance=tolerance,
-            videos=videos,
             lower=lower,
+            **options,  # arch, frames, fold_bn, include_preprocessing, force, tolerance, videos
         )
     except ParityError as exc:  # a failed int8/bf16 check: its table, then the one-line verdict
         if getattr(exc, "quality", None) is not None:
@@ -163,6 +126,25 @@ def export(
     if as_json:
         emit_json(result.as_dict())
         return
+    print_export(result)
+    if result.passed is False:
+        sys.exit(1)
+
+
+def _lower_precision(int8: bool, precision: str | None, keep_float: str, **lowp):
+    """The int8/bf16 options as the exporter takes them."""
+    from vrconvert.converter.deploy.lowp import Options
+
+    if int8 and precision not in (None, "int8"):
+        raise click.UsageError(f"--int8 and --precision {precision} contradict each other")
+    roles = tuple(r.strip() for r in keep_float.split(",") if r.strip() and r.strip() != "none")
+    return Options(precision="int8" if int8 else precision or "f32", keep_float=roles, **lowp)
+
+
+def print_export(result) -> None:
+    """The human form of an export's result: the artifact, its check, OpenVINO's default precision."""
+    from vrconvert.converter.deploy.quality import table
+
     for line in result.notes:
         note(f"note: {line}")
     shape = "x".join("?" if d is None else str(d) for d in result.input_shape)
@@ -187,5 +169,3 @@ def export(
         click.echo(f"{q.precision} artifact run by {q.runtime}{calibrated}")
         for line in table(q):
             click.echo(line)
-    if result.passed is False:
-        sys.exit(1)

@@ -57,28 +57,7 @@ from .options import (
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True, help="With --train.")
 @click.option("--head", default=None, metavar="NAME", help="The classifier layer of a wrapped backbone, if ambiguous.")
 @json_option
-def validate(
-    torch_file,
-    keras_file,
-    videos,
-    random_clips,
-    frames,
-    size,
-    no_sample,
-    device,
-    keras_backend,
-    allow_tf32,
-    tolerance,
-    report_path,
-    train,
-    steps,
-    batch,
-    lr,
-    momentum,
-    weight_decay,
-    head,
-    as_json,
-) -> None:
+def validate(torch_file, keras_file, keras_backend, train, as_json, **options) -> None:
     """Check that TORCH_FILE and KERAS_FILE compute the same logits.
 
     Runs both on seeded random clips, the packaged real clip and every --video, reports per input the
@@ -90,15 +69,45 @@ def validate(
     against a float64 torch run (Keras' error at most 2x torch float32's own); the worst tensor is named.
     """
     from vrconvert.converter import backends
-    from vrconvert.converter.parity import runtime
 
     keras_backend = backends.resolve_backend(keras_backend)
     if not backends.select_backend(keras_backend):
         rerun_with_backend(keras_backend)  # exits
+    training = ("frames", "size", "steps", "batch", "lr", "momentum", "weight_decay", "head")
     if train:
-        _train(torch_file, keras_file, frames, size, steps, batch, lr, momentum, weight_decay, head, as_json)
+        _train(torch_file, keras_file, as_json=as_json, **{k: options[k] for k in training})
         return
+    parity = (
+        "videos",
+        "random_clips",
+        "frames",
+        "size",
+        "no_sample",
+        "device",
+        "allow_tf32",
+        "tolerance",
+        "report_path",
+    )
+    _parity(torch_file, keras_file, as_json=as_json, **{k: options[k] for k in parity})
+
+
+def _parity(
+    torch_file,
+    keras_file,
+    videos,
+    random_clips,
+    frames,
+    size,
+    no_sample,
+    device,
+    allow_tf32,
+    tolerance,
+    report_path,
+    as_json,
+) -> None:
+    """The inference check: both models on the clips, the report, the exit status."""
     from vrconvert.converter.formats import keras_io
+    from vrconvert.converter.parity import runtime
     from vrconvert.converter.parity import validate as validator
 
     raw = keras_io.takes_frames(keras_file)  # a model that preprocesses itself is fed decoded frames

@@ -84,10 +84,8 @@ def build(
     preprocessing_resize: Literal["layer", "taps"] = "layer",
     batchnorm: Literal["keras", "torch"] = "keras",
 ) -> keras.Model:
-    """An untrained Keras model of `arch`, in the style of `keras.applications` (`models_tf.build`, the
-    package's entry, also takes `weights=`: `models_tf.pretrained`).
-
-    `classes` is the Keras applications spelling of `num_classes` (default 400). Unlike
+    """An untrained Keras model of `arch`, as `keras.applications` builds (`models_tf.build` also takes
+    `weights=`: `models_tf.pretrained`). `classes` is Keras' spelling of `num_classes`. Unlike
     `keras.applications`, `classifier_activation` defaults to None: torchvision's models return
     logits, and parity is checked on logits. `input_shape` is (T, H, W, 3); T, H and W may be None.
     With `include_top=False`, `pooling` picks the output: None (the layer4 feature map), "avg" or "max".
@@ -104,34 +102,15 @@ def build(
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
     variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
-    if isinstance(variant, MViTArch):  # its own builder: the weights fix the input size
-        if include_preprocessing or data_format != "channels_last" or pooling is not None:
-            raise InputError(f"{variant.name}: include_preprocessing, data_format and pooling are not supported yet")
-        if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
-            raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
-        return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
-    if isinstance(variant, swin3d.Swin3D):  # a family with its own builder
-        if data_format != "channels_last" or pooling is not None:
-            raise ValueError(f"{variant.name}: channels-last only, without pooling")
-        from vrconvert.models_tf import swin3d as swin3d_keras
-
-        return swin3d_keras.build(
-            variant,
-            include_preprocessing=include_preprocessing,
-            include_top=include_top,
-            classifier_activation=classifier_activation,
-            input_shape=input_shape,
-            name=name,
+    if isinstance(variant, MViTArch | swin3d.Swin3D):  # the transformers have builders of their own
+        return _transformer(
+            variant, include_top, pooling, classifier_activation, input_shape, name, include_preprocessing, data_format
         )
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', not {pooling!r}")
     shape = tuple(input_shape) if input_shape is not None else (None, None, None, 3)
     if len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"input_shape must be (T, H, W, 3) (channels last), not {shape}")
-
-    from vrconvert.models_tf.batchnorm import layer_class
-
-    norm = layer_class(batchnorm)  # "torch": the running variance updated as torch does (opt-in)
     inputs = keras.Input(shape=shape, name=INPUT)
     values = {INPUT: inputs}
     if include_preprocessing:  # raw frames in: the transform's output is the network's input
@@ -139,17 +118,7 @@ def build(
 
         inputs = preprocessing.frames_input(shape[0])
         values = {INPUT: preprocessing.kinetics(inputs, variant.preprocessing, preprocessing_resize)}
-    for layer in expand(variant):
-        if not include_top and (layer.op in ("avgpool", "dense") or layer.name == "avgpool"):
-            break
-        if layer.op in MERGES:
-            out = MERGES[layer.op](name=keras_name(layer.name))([values[n] for n in layer.inputs])
-        else:
-            out = apply_layer(layer, values[layer.inputs[0]], classifier_activation, norm)
-        values[layer.name] = out
-    x = out
-    if include_top and classifier_activation and layer.op != "dense":  # a conv head's (S3D's) averaged logits
-        x = keras.layers.Activation(classifier_activation, name="predictions")(x)
+    x = _records_graph(variant, values, include_top, classifier_activation, batchnorm)
     if not include_top and pooling == "avg":
         x = keras.layers.GlobalAveragePooling3D(name="avgpool")(x)
     elif not include_top and pooling == "max":
@@ -160,3 +129,45 @@ def build(
     from vrconvert.models_tf import layout  # channels-first execution twin; its input stays (N, T, H, W, 3)
 
     return layout.derive(model, data_format)
+
+
+def _records_graph(variant, values: dict, include_top: bool, classifier_activation, batchnorm: str):
+    """The records walked into layers from `values[INPUT]`, up to the head (or before it); the output."""
+    from vrconvert.models_tf.batchnorm import layer_class
+
+    norm = layer_class(batchnorm)  # "torch": the running variance updated as torch does (opt-in)
+    for layer in expand(variant):
+        if not include_top and (layer.op in ("avgpool", "dense") or layer.name == "avgpool"):
+            break
+        if layer.op in MERGES:
+            out = MERGES[layer.op](name=keras_name(layer.name))([values[n] for n in layer.inputs])
+        else:
+            out = apply_layer(layer, values[layer.inputs[0]], classifier_activation, norm)
+        values[layer.name] = out
+    if include_top and classifier_activation and layer.op != "dense":  # a conv head's (S3D's) averaged logits
+        return keras.layers.Activation(classifier_activation, name="predictions")(out)
+    return out
+
+
+def _transformer(
+    variant, include_top, pooling, classifier_activation, input_shape, name, include_preprocessing, data_format
+):
+    """Swin3D's and MViT's own builders, with the options they support."""
+    if isinstance(variant, MViTArch):  # the weights fix the input size
+        if include_preprocessing or data_format != "channels_last" or pooling is not None:
+            raise InputError(f"{variant.name}: include_preprocessing, data_format and pooling are not supported yet")
+        if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
+            raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
+        return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
+    if data_format != "channels_last" or pooling is not None:
+        raise ValueError(f"{variant.name}: channels-last only, without pooling")
+    from vrconvert.models_tf import swin3d as swin3d_keras
+
+    return swin3d_keras.build(
+        variant,
+        include_preprocessing=include_preprocessing,
+        include_top=include_top,
+        classifier_activation=classifier_activation,
+        input_shape=input_shape,
+        name=name,
+    )

@@ -125,121 +125,193 @@ def export(
     float32 torch model, and written only if its logits' cosine meets the bound."""
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
-    fmt = format_for(dst, format)
-    check_format_installed(fmt)  # before any framework is imported: bad input fails fast
     lower = lower or lowp.Options()
-    lowp.refuse_early(
-        fmt, lower, size=size, raw=include_preprocessing, validate=validate, tolerance=tolerance, videos=videos
+    fmt, final = _refuse_early(
+        src, dst, format, lower, frames, size, include_preprocessing, validate, tolerance, videos, force
     )
-    final = targets(fmt, dst)
-    atomic.check_targets(final, force)
     tolerance = validator.default_tolerance(include_preprocessing) if tolerance is None else tolerance
-    if include_preprocessing:
-        frames = frames or spec.Preprocessing().frames
-    elif (frames is None) != (size is None):
-        raise InputError("--frames and --size fix the input shape together: give both or neither")
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
-    import keras
-
-    from vrconvert.converter.parity import runtime as rt
-
-    if keras.backend.backend() != "tensorflow":
-        raise InputError(f"export runs Keras on TensorFlow, not {keras.backend.backend()} (set KERAS_BACKEND)")
+    frames = frames or spec.Preprocessing().frames if include_preprocessing else frames
     variant, state, _ = load_source(src, arch)
-    model = keras_model_for(variant, state, fold_bn, include_preprocessing)
-    shape = [None, frames, *(size or (None, None)), 3]
-    result = ExportResult(str(src), str(dst), fmt.name, variant.name, variant.num_classes, fold_bn, shape)
+    model, signature = _model_and_signature(fmt, variant, state, fold_bn, include_preprocessing, frames, size)
+    result = ExportResult(
+        str(src), str(dst), fmt.name, variant.name, variant.num_classes, fold_bn, list(signature[0].shape)
+    )
     result.precision = lower.precision
     clip_frames = clip_frames or frames or spec.Preprocessing().frames
     result.seconds["load"] = time.perf_counter() - start
-    dtype, name = ("uint8", "frames") if include_preprocessing else ("float32", INPUT)
-    signature = [keras.InputSpec(shape=tuple(shape), dtype=dtype, name=name)]
-    if (op := fmt.lacking_op(model)) is not None:
-        raise InputError(f"{fmt.name} cannot run {variant.name}: its runtime has no {op} op; use another format")
-    with atomic.staging(dst) as folder:
-        staged_main = folder / dst.name
-        t = time.perf_counter()
-        float_main = staged_main
-        if lower.precision == "int8":  # the float artifact is staged aside, then quantized into place
-            float_main = folder / "float" / dst.name
-            float_main.parent.mkdir()
-        try:
-            staged = fmt.export(model, float_main, signature)
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{fmt.name} export of {variant.name} failed: {first}") from exc
-        result.seconds["export"] = time.perf_counter() - t
-        quantized, calibrated = None, None
-        if lower.precision == "int8":
-            t = time.perf_counter()
-            quantized, calibrated = lowp.quantize_staged(
-                fmt, variant, float_main, staged_main, lower, frames=clip_frames, raw=include_preprocessing
-            )
-            staged = quantized.paths
-            result.seconds["quantize"] = time.perf_counter() - t
-        runner = fmt.runner(staged_main, **lowp.runner_options(fmt, lower))
-        result.runtime, result.signature = runner.runtime, runner.signature.as_dict()
-        if validate and lower.lower:
-            from vrconvert.converter.conversion.torch_model import torch_model_from_state
-
-            t = time.perf_counter()
-            result.quality = lowp.check(
-                variant,
-                torch_model_from_state(variant, state),
-                runner,
-                rt.prepare("cpu"),
-                lower,
-                frames=clip_frames,
-                raw=include_preprocessing,
-                videos=videos,
-                quantized=quantized,
-                calibrated=calibrated,
-            )
-            result.seconds["validate"] = time.perf_counter() - t
-            if fmt.name == "openvino":
-                result.notes.append(lowp.BF16_NOTE if lower.precision == "bf16" else lowp.F32_NOTE)
-            if not result.quality.passed:
-                worst = result.quality.worst
-                error = ParityError(
-                    f"quality check failed: {lower.precision} {fmt.name} artifact ({runner.runtime}) reaches "
-                    f"cosine {worst.cosine:.6f} < --min-cosine {lower.bound:g} on {worst.input}; nothing was written"
-                )
-                error.quality = result.quality  # the CLI prints the check's table before the verdict
-                raise error
-        elif validate:
-            t = time.perf_counter()
-            if clips is None and include_preprocessing:  # decoded frames, any size: the real clips too
-                has_av = importlib.util.find_spec("av") is not None
-                clips, notes = validator.default_clips(
-                    frames=frames, size=size or (240, 320), sample=has_av, videos=videos, raw=True
-                )
-                result.notes += notes
-            if clips is None:
-                crop = variant.preprocessing.crop  # the model's own crop and transform (112x112 for the ResNets)
-                clips, notes = validator.default_clips(
-                    frames=frames or 16,
-                    size=size or crop,
-                    videos=videos,
-                    fixed=True,
-                    preprocessing=variant.preprocessing,
-                )
-                result.notes += notes
-            from vrconvert.converter.conversion.torch_model import torch_model_from_state
-
-            torch_model = torch_model_from_state(variant, state)
-            settings = rt.prepare("cpu")
-            report = validator.check_runner(variant, torch_model, runner, clips, settings, tolerance, progress)
-            result.parity = report
-            if fmt.name == "openvino":
-                result.default_precision = _openvino_default(fmt, staged_main, variant, torch_model, clips, settings)
-            result.seconds["validate"] = time.perf_counter() - t
-            validator.require(report, f"{fmt.name} artifact ({runner.runtime}):")
-        del runner
-        atomic.commit(staged, [folder_to_target(p, folder, dst) for p in staged], force)
+    job = _Job(
+        fmt=fmt,
+        variant=variant,
+        state=state,
+        lower=lower,
+        clip_frames=clip_frames,
+        raw=include_preprocessing,
+        videos=videos,
+        result=result,
+    )
+    _write(job, model, signature, dst, force, validate, clips, frames, size, tolerance, progress)
     result.files = {str(p): _size(p) for p in final}
     result.seconds["total"] = time.perf_counter() - start
     return result
+
+
+@dataclass(kw_only=True)
+class _Job:
+    """One export's settled inputs, shared by its stages."""
+
+    fmt: Format
+    variant: object
+    state: dict
+    lower: lowp.Options
+    clip_frames: int
+    raw: bool
+    videos: tuple
+    result: ExportResult
+
+
+def _write(
+    job: _Job, model, signature, dst: Path, force: bool, validate: bool, clips, frames, size, tolerance, progress
+):
+    """Stages the artifact, checks it in its runtime (int8/bf16: on held-out clips; f32: against torch within
+    `tolerance`) and moves it onto DST only when the check passed."""
+    fmt, lower, result = job.fmt, job.lower, job.result
+    with atomic.staging(dst) as folder:
+        staged_main = folder / dst.name
+        staged, quantized, calibrated = _stage(job, model, folder, staged_main, signature)
+        runner = fmt.runner(staged_main, **lowp.runner_options(fmt, lower))
+        result.runtime, result.signature = runner.runtime, runner.signature.as_dict()
+        t = time.perf_counter()
+        if validate and lower.lower:
+            result.quality = _check_lower(job, runner, quantized, calibrated)
+        elif validate:
+            clips = _default_clips(job.variant, frames, size, job.videos, job.raw, result) if clips is None else clips
+            _check_float(job, runner, staged_main, clips, tolerance, progress)
+        if validate:
+            result.seconds["validate"] = time.perf_counter() - t
+        del runner
+        atomic.commit(staged, [folder_to_target(p, folder, dst) for p in staged], force)
+
+
+def _model_and_signature(fmt, variant, state, fold_bn: bool, raw: bool, frames, size):
+    """The Keras model to export and its input signature (T and H x W fixed where given, else free)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise InputError(f"export runs Keras on TensorFlow, not {keras.backend.backend()} (set KERAS_BACKEND)")
+    model = keras_model_for(variant, state, fold_bn, raw)
+    if (op := fmt.lacking_op(model)) is not None:
+        raise InputError(f"{fmt.name} cannot run {variant.name}: its runtime has no {op} op; use another format")
+    shape = (None, frames, *(size or (None, None)), 3)
+    dtype, name = ("uint8", "frames") if raw else ("float32", INPUT)
+    return model, [keras.InputSpec(shape=shape, dtype=dtype, name=name)]
+
+
+def _refuse_early(src, dst, format, lower, frames, size, raw, validate, tolerance, videos, force):
+    """Every refusal that needs no framework, before one is imported (bad input fails fast). Returns the
+    format and the paths the artifact will take."""
+    fmt = format_for(dst, format)
+    check_format_installed(fmt)
+    lowp.refuse_early(fmt, lower, size=size, raw=raw, validate=validate, tolerance=tolerance, videos=videos)
+    final = targets(fmt, dst)
+    atomic.check_targets(final, force)
+    if not raw and (frames is None) != (size is None):
+        raise InputError("--frames and --size fix the input shape together: give both or neither")
+    if not src.exists():
+        raise InputError(f"{src}: no such file")
+    return fmt, final
+
+
+def _stage(job: _Job, model, folder: Path, staged_main: Path, signature):
+    """The artifact exported into the staging folder (an int8 one: the float artifact set aside, then
+    quantized into place). Returns (staged paths, the quantization, its calibration clips)."""
+    fmt, lower, variant, result = job.fmt, job.lower, job.variant, job.result
+    t = time.perf_counter()
+    float_main = staged_main
+    if lower.precision == "int8":
+        float_main = folder / "float" / staged_main.name
+        float_main.parent.mkdir()
+    try:
+        staged = fmt.export(model, float_main, signature)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{fmt.name} export of {variant.name} failed: {first}") from exc
+    result.seconds["export"] = time.perf_counter() - t
+    if lower.precision != "int8":
+        return staged, None, None
+    t = time.perf_counter()
+    quantized, calibrated = lowp.quantize_staged(
+        fmt, variant, float_main, staged_main, lower, frames=job.clip_frames, raw=job.raw
+    )
+    result.seconds["quantize"] = time.perf_counter() - t
+    return quantized.paths, quantized, calibrated
+
+
+def _check_lower(job: _Job, runner, quantized, calibrated):
+    """The int8/bf16 check on held-out clips against torch float32; a ParityError (with the check's table)
+    below the bound."""
+    from vrconvert.converter.conversion.torch_model import torch_model_from_state
+    from vrconvert.converter.parity import runtime as rt
+
+    fmt, lower, variant = job.fmt, job.lower, job.variant
+    quality = lowp.check(
+        variant,
+        torch_model_from_state(variant, job.state),
+        runner,
+        rt.prepare("cpu"),
+        lower,
+        frames=job.clip_frames,
+        raw=job.raw,
+        videos=job.videos,
+        quantized=quantized,
+        calibrated=calibrated,
+    )
+    if fmt.name == "openvino":
+        job.result.notes.append(lowp.BF16_NOTE if lower.precision == "bf16" else lowp.F32_NOTE)
+    if not quality.passed:
+        worst = quality.worst
+        error = ParityError(
+            f"quality check failed: {lower.precision} {fmt.name} artifact ({runner.runtime}) reaches "
+            f"cosine {worst.cosine:.6f} < --min-cosine {lower.bound:g} on {worst.input}; nothing was written"
+        )
+        error.quality = quality  # the CLI prints the check's table before the verdict
+        raise error
+    return quality
+
+
+def _default_clips(variant, frames, size, videos, raw: bool, result) -> dict[str, np.ndarray]:
+    """The float check's inputs: decoded frames of any size for a preprocessing artifact, else clips at
+    the model's own crop and transform (112x112 for the ResNets); what was left out becomes a note."""
+    if raw:
+        has_av = importlib.util.find_spec("av") is not None
+        clips, notes = validator.default_clips(
+            frames=frames, size=size or (240, 320), sample=has_av, videos=videos, raw=True
+        )
+    else:
+        clips, notes = validator.default_clips(
+            frames=frames or 16,
+            size=size or variant.preprocessing.crop,
+            videos=videos,
+            fixed=True,
+            preprocessing=variant.preprocessing,
+        )
+    result.notes += notes
+    return clips
+
+
+def _check_float(job: _Job, runner, staged_main: Path, clips, tolerance, progress) -> None:
+    """The float artifact against torch within `tolerance` (a ParityError otherwise); OpenVINO's default
+    precision measured beside it."""
+    from vrconvert.converter.conversion.torch_model import torch_model_from_state
+    from vrconvert.converter.parity import runtime as rt
+
+    fmt, variant, result = job.fmt, job.variant, job.result
+    torch_model = torch_model_from_state(variant, job.state)
+    settings = rt.prepare("cpu")
+    report = validator.check_runner(variant, torch_model, runner, clips, settings, tolerance, progress)
+    result.parity = report
+    if fmt.name == "openvino":
+        result.default_precision = _openvino_default(fmt, staged_main, variant, torch_model, clips, settings)
+    validator.require(report, f"{fmt.name} artifact ({runner.runtime}):")
 
 
 def folder_to_target(staged: Path, folder: Path, dst: Path) -> Path:

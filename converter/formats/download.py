@@ -114,6 +114,23 @@ def _declared_length(response) -> int | None:
     return int(text)
 
 
+def _copy(response, out, digest, watch: Watch, most: int, url: str, label: str | None, total: int | None) -> bool:
+    """Copies the response into `out` and `digest`, bounded by `most` bytes and `watch`; with a `label`
+    and a declared total, a progress line. Returns whether that line was shown."""
+    done, shown = 0, False
+    while chunk := response.read1(1 << 16):  # returns what arrived: the deadline is checked often
+        done += len(chunk)
+        if done > most:
+            raise DownloadError(f"{url}: the server sent more than the published file's {most:,} bytes")
+        watch.got(len(chunk))
+        out.write(chunk)
+        digest.update(chunk)
+        if label and total:
+            print(f"\rdownloading {label}: {min(100, 100 * done // total)}%", end="", file=sys.stderr)
+            shown = True
+    return shown
+
+
 def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, max_seconds: float | None = None) -> Path:
     """The cached checkpoint for `name`, downloading it first if needed; its SHA-256 prefix is checked.
     `max_seconds` bounds the whole download (default: $VRCONVERT_DOWNLOAD_SECONDS, else the limit)."""
@@ -147,18 +164,9 @@ def fetch_pretrained(name: str, timeout: float = 20.0, progress: bool = True, ma
                 raise DownloadError(
                     f"{url}: the server offers {total:,} bytes, more than the published file's {most:,}; refused"
                 )
-            done = 0
-            while chunk := response.read1(1 << 16):  # returns what arrived: the deadline is checked often
-                done += len(chunk)
-                if done > most:
-                    raise DownloadError(f"{url}: the server sent more than the published file's {most:,} bytes")
-                watch.got(len(chunk))
-                out.write(chunk)
-                digest.update(chunk)
-                if progress and total:
-                    percent = min(100, 100 * done // total)
-                    print(f"\rdownloading {arch.pretrained.filename}: {percent}%", end="", file=sys.stderr)
-                    shown = True
+            shown = _copy(
+                response, out, digest, watch, most, url, arch.pretrained.filename if progress else None, total
+            )
         if shown:
             print(file=sys.stderr)
             shown = False

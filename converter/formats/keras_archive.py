@@ -309,66 +309,16 @@ def _declared_shapes(
     attention: dict[str, tuple] = {}
     activation = None
     for layer in layers:
-        if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
-            raise InputError("a malformed layer in the config")
-        kind, cfg = layer.get("class_name"), layer["config"]
-        name = cfg.get("name")
-        module = layer.get("module", "keras.layers")
-        builtin = kind in LAYER_CLASSES | WRAPPER_CLASSES and module in ("keras.layers", None)
-        if not builtin and VRCONVERT_CLASSES.get(kind) != module:
-            raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
-        if not isinstance(name, str) or not name:
-            raise InputError("a layer without a name")
-        policy = cfg.get("dtype")
-        policy = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
-        if policy is not None and policy not in FLOAT_POLICIES and (kind, policy) != ("InputLayer", "uint8"):
-            raise InputError(f"layer {limits.brief(name)} has the dtype policy {limits.brief(policy)}")
-        if kind == "TimeDistributed":  # the per-frame resize only: Keras builds the wrapped layer too
-            inner = cfg.get("layer")
-            inner = inner if isinstance(inner, dict) and isinstance(inner.get("config"), dict) else {"config": {}}
-            if inner.get("class_name") != "Resizing" or inner.get("module", "keras.layers") != "keras.layers":
-                raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
-            for side in ("height", "width"):
-                _int(inner["config"].get(side), f"layer {limits.brief(name)}'s {side}", limits.CLIP_SIDE)
-        if kind == "Resizing":
-            _check_resizing(cfg, name)
+        kind, cfg, name = _checked_layer(layer)
         if name == "stem_2":
             activation = "relu" if kind == "ReLU" else cfg.get("activation")
         if kind in ("ClassPositionEmbedding", "MultiscaleAttention"):  # shapes from their own config
             shapes.update(_token_layer_shapes(kind, cfg, name))
         if kind == "ShiftedWindowAttention3D":
             attention[name] = _swin_attention(cfg, name, shapes)
-        if kind not in ("Conv3D", "Dense", "BatchNormalization", "LayerNormalization"):
-            continue
-        kinds[name] = kind
-        build = layer.get("build_config") or {}
-        shape = build.get("input_shape") if isinstance(build, dict) else None
-        if (not isinstance(shape, list) or not shape) and stored is not None:
-            weight = stored.get(f"{name}/kernel" if kind != "BatchNormalization" else f"{name}/moving_mean")
-            shape = [weight[-2] if kind == "Conv3D" else weight[0]] if weight else None
-        if not isinstance(shape, list) or not shape:
-            raise InputError(f"layer {limits.brief(name)} declares no input shape")
-        channels = _int(shape[-1], f"layer {limits.brief(name)}'s input channels", limits.LAYER_UNITS)
-        if kind == "Conv3D":
-            filters = _int(cfg.get("filters"), f"layer {limits.brief(name)}'s filters", limits.LAYER_UNITS)
-            kernel = cfg.get("kernel_size")
-            if not isinstance(kernel, list) or len(kernel) != 3:
-                raise InputError(f"layer {limits.brief(name)} has a malformed kernel size")
-            sides = tuple(_int(k, f"layer {limits.brief(name)}'s kernel", limits.KERNEL_SIZE) for k in kernel)
-            shapes[f"{name}/kernel"] = (*sides, channels, filters)
-            if cfg.get("use_bias"):
-                shapes[f"{name}/bias"] = (filters,)
-        elif kind == "Dense":
-            units = _int(cfg.get("units"), f"layer {limits.brief(name)}'s units", limits.LAYER_UNITS)
-            shapes[f"{name}/kernel"] = (channels, units)
-            if cfg.get("use_bias", True):
-                shapes[f"{name}/bias"] = (units,)
-        else:
-            for var, wanted in (("gamma", "scale"), ("beta", "center")):
-                if cfg.get(wanted, True):
-                    shapes[f"{name}/{var}"] = (channels,)
-            if kind == "BatchNormalization":
-                shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
+        if kind in ("Conv3D", "Dense", "BatchNormalization", "LayerNormalization"):
+            kinds[name] = kind
+            shapes.update(_weighted_layer_shapes(layer, kind, cfg, name, stored))
     limits.check("the number of weights the config declares", sum(map(_numel, shapes.values())), limits.STATE_ELEMENTS)
     shapes = _head_as_fc(shapes, kinds, head)  # a backbone may be wrapped with a head of its user's naming
     activation = {"hard_silu": "hard_swish"}.get(activation, activation) if isinstance(activation, str) else None
@@ -379,6 +329,70 @@ def _declared_shapes(
         folding.detect(shapes, arch, activation)
     else:
         accounting.detect(accounting.torch_shapes_of(shapes), arch, activation)  # an InputError unless a known network
+    return shapes
+
+
+def _checked_layer(layer) -> tuple[str, dict, str]:
+    """(class, config, name) of one layer entry, after checking its class and module, name, dtype policy
+    and, for the in-model transform, its resize sizes."""
+    if not isinstance(layer, dict) or not isinstance(layer.get("config"), dict):
+        raise InputError("a malformed layer in the config")
+    kind, cfg = layer.get("class_name"), layer["config"]
+    name = cfg.get("name")
+    module = layer.get("module", "keras.layers")
+    builtin = kind in LAYER_CLASSES | WRAPPER_CLASSES and module in ("keras.layers", None)
+    if not builtin and VRCONVERT_CLASSES.get(kind) != module:
+        raise InputError(f"a layer of class {limits.brief(kind)}, which vrconvert's models never use")
+    if not isinstance(name, str) or not name:
+        raise InputError("a layer without a name")
+    policy = cfg.get("dtype")
+    policy = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+    if policy is not None and policy not in FLOAT_POLICIES and (kind, policy) != ("InputLayer", "uint8"):
+        raise InputError(f"layer {limits.brief(name)} has the dtype policy {limits.brief(policy)}")
+    if kind == "TimeDistributed":  # the per-frame resize only: Keras builds the wrapped layer too
+        inner = cfg.get("layer")
+        inner = inner if isinstance(inner, dict) and isinstance(inner.get("config"), dict) else {"config": {}}
+        if inner.get("class_name") != "Resizing" or inner.get("module", "keras.layers") != "keras.layers":
+            raise InputError(f"layer {limits.brief(name)} wraps a layer vrconvert's models never wrap")
+        for side in ("height", "width"):
+            _int(inner["config"].get(side), f"layer {limits.brief(name)}'s {side}", limits.CLIP_SIDE)
+    if kind == "Resizing":
+        _check_resizing(cfg, name)
+    return kind, cfg, name
+
+
+def _weighted_layer_shapes(layer: dict, kind: str, cfg: dict, name: str, stored: dict | None) -> dict:
+    """The variables a Conv3D, Dense, BatchNormalization or LayerNormalization declares, from its config
+    and its input channels (recorded in its build config; a legacy `.h5`'s from its `stored` weights)."""
+    build = layer.get("build_config") or {}
+    shape = build.get("input_shape") if isinstance(build, dict) else None
+    if (not isinstance(shape, list) or not shape) and stored is not None:
+        weight = stored.get(f"{name}/kernel" if kind != "BatchNormalization" else f"{name}/moving_mean")
+        shape = [weight[-2] if kind == "Conv3D" else weight[0]] if weight else None
+    if not isinstance(shape, list) or not shape:
+        raise InputError(f"layer {limits.brief(name)} declares no input shape")
+    channels = _int(shape[-1], f"layer {limits.brief(name)}'s input channels", limits.LAYER_UNITS)
+    shapes: dict[str, tuple[int, ...]] = {}
+    if kind == "Conv3D":
+        filters = _int(cfg.get("filters"), f"layer {limits.brief(name)}'s filters", limits.LAYER_UNITS)
+        kernel = cfg.get("kernel_size")
+        if not isinstance(kernel, list) or len(kernel) != 3:
+            raise InputError(f"layer {limits.brief(name)} has a malformed kernel size")
+        sides = tuple(_int(k, f"layer {limits.brief(name)}'s kernel", limits.KERNEL_SIZE) for k in kernel)
+        shapes[f"{name}/kernel"] = (*sides, channels, filters)
+        if cfg.get("use_bias"):
+            shapes[f"{name}/bias"] = (filters,)
+    elif kind == "Dense":
+        units = _int(cfg.get("units"), f"layer {limits.brief(name)}'s units", limits.LAYER_UNITS)
+        shapes[f"{name}/kernel"] = (channels, units)
+        if cfg.get("use_bias", True):
+            shapes[f"{name}/bias"] = (units,)
+    else:
+        for var, wanted in (("gamma", "scale"), ("beta", "center")):
+            if cfg.get(wanted, True):
+                shapes[f"{name}/{var}"] = (channels,)
+        if kind == "BatchNormalization":
+            shapes[f"{name}/moving_mean"] = shapes[f"{name}/moving_variance"] = (channels,)
     return shapes
 
 

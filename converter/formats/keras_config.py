@@ -162,6 +162,67 @@ def _pooling(layer: Layer) -> dict:
     }
 
 
+def _conv_options(layer: Layer, padding: str) -> dict:
+    """A Conv3D's config as Keras 3.15.1 spells it."""
+    return {
+        "filters": layer.channels_out,
+        "kernel_size": list(layer.kernel),
+        "strides": list(layer.stride),
+        "padding": padding,
+        "data_format": "channels_last",
+        "dilation_rate": [1, 1, 1],
+        "groups": 1,
+        "activation": "linear",
+        "use_bias": layer.bias,
+        "kernel_initializer": _glorot(),
+        "bias_initializer": _initializer("Zeros"),
+        "kernel_regularizer": None,
+        "bias_regularizer": None,
+        "activity_regularizer": None,
+        "kernel_constraint": None,
+        "bias_constraint": None,
+    }
+
+
+def _bn_options(layer: Layer) -> dict:
+    """A BatchNormalization's config as Keras 3.15.1 spells it."""
+    return {
+        "axis": -1,
+        "momentum": 1 - layer.momentum,
+        "epsilon": layer.epsilon,
+        "center": True,
+        "scale": True,
+        "beta_initializer": _initializer("Zeros"),
+        "gamma_initializer": _initializer("Ones"),
+        "moving_mean_initializer": _initializer("Zeros"),
+        "moving_variance_initializer": _initializer("Ones"),
+        "beta_regularizer": None,
+        "gamma_regularizer": None,
+        "beta_constraint": None,
+        "gamma_constraint": None,
+        "synchronized": False,
+        "renorm": False,
+        "renorm_clipping": None,
+        "renorm_momentum": 0.99,
+    }
+
+
+def _dense_options(layer: Layer) -> dict:
+    """A Dense layer's config as Keras 3.15.1 spells it."""
+    return {
+        "units": layer.channels_out,
+        "activation": "linear",
+        "use_bias": layer.bias,
+        "kernel_initializer": _glorot(),
+        "bias_initializer": _initializer("Zeros"),
+        "kernel_regularizer": None,
+        "bias_regularizer": None,
+        "kernel_constraint": None,
+        "bias_constraint": None,
+        "quantization_config": None,
+    }
+
+
 def _layer(w: _Writer, layer: Layer, source: str) -> str:
     name = keras_name(layer.name)
     shape = w.shapes[source]
@@ -171,45 +232,10 @@ def _layer(w: _Writer, layer: Layer, source: str) -> str:
         source = w.add("ZeroPadding3D", f"{name}_pad", options, [source], shape, built=True)
     padding = "same" if layer.padding_mode == "same" else "valid"
     if layer.op == "conv":
-        options = {
-            "filters": layer.channels_out,
-            "kernel_size": list(layer.kernel),
-            "strides": list(layer.stride),
-            "padding": padding,
-            "data_format": "channels_last",
-            "dilation_rate": [1, 1, 1],
-            "groups": 1,
-            "activation": "linear",
-            "use_bias": layer.bias,
-            "kernel_initializer": _glorot(),
-            "bias_initializer": _initializer("Zeros"),
-            "kernel_regularizer": None,
-            "bias_regularizer": None,
-            "activity_regularizer": None,
-            "kernel_constraint": None,
-            "bias_constraint": None,
-        }
+        options = _conv_options(layer, padding)
         return w.add("Conv3D", name, options, [source], (*shape[:-1], layer.channels_out), built=True)
     if layer.op == "bn":
-        options = {
-            "axis": -1,
-            "momentum": 1 - layer.momentum,
-            "epsilon": layer.epsilon,
-            "center": True,
-            "scale": True,
-            "beta_initializer": _initializer("Zeros"),
-            "gamma_initializer": _initializer("Ones"),
-            "moving_mean_initializer": _initializer("Zeros"),
-            "moving_variance_initializer": _initializer("Ones"),
-            "beta_regularizer": None,
-            "gamma_regularizer": None,
-            "beta_constraint": None,
-            "gamma_constraint": None,
-            "synchronized": False,
-            "renorm": False,
-            "renorm_clipping": None,
-            "renorm_momentum": 0.99,
-        }
+        options = _bn_options(layer)
         return w.add("BatchNormalization", name, options, [source], shape, built=True, mask=True)
     if layer.op == "act" and layer.activation == "relu":
         options = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}
@@ -226,18 +252,7 @@ def _layer(w: _Writer, layer: Layer, source: str) -> str:
         options = {"data_format": "channels_last", "keepdims": keep}
         return w.add("GlobalAveragePooling3D", name, options, [source], out)
     if layer.op == "dense":
-        options = {
-            "units": layer.channels_out,
-            "activation": "linear",
-            "use_bias": layer.bias,
-            "kernel_initializer": _glorot(),
-            "bias_initializer": _initializer("Zeros"),
-            "kernel_regularizer": None,
-            "bias_regularizer": None,
-            "kernel_constraint": None,
-            "bias_constraint": None,
-            "quantization_config": None,
-        }
+        options = _dense_options(layer)
         return w.add("Dense", name, options, [source], (*shape[:-1], layer.channels_out), built=True)
     raise ValueError(f"no Keras config for op {layer.op!r} ({layer.name})")
 
