@@ -258,60 +258,65 @@ def expand(arch: MViTArch) -> tuple[Record, ...]:
     )
     x = add("tokens", "tokens", (x,), channels_out=dim0, thw=arch.grid)
     x = add("pos_encoding", "posenc", (x,), channels_out=dim0, thw=arch.grid, absolute=arch.version == 1)
-    v2 = arch.version == 2
     for i, block in enumerate(arch.settings()):
-        p = f"blocks.{i}"
-        skip_in = x
-        if block.stride_q != ONE:  # registered first in torchvision; reads what the skip path carries
-            kernel = tuple(s + 1 if s > 1 else s for s in block.stride_q)
-            skip_in = f"{p}.project" if v2 and block.dim_in != block.dim_out else x
-            skip = add(
-                f"{p}.pool_skip",
-                "tokenpool",
-                (skip_in,),
-                channels_out=block.dim_out if v2 else block.dim_in,
-                kernel=kernel,
-                stride=block.stride_q,
-                padding=pool_padding(kernel),
-                thw=block.thw,
-            )
-        else:
-            skip = f"{p}.project" if v2 and block.dim_in != block.dim_out else x
-        norm1 = add(f"{p}.norm1", "layernorm", (x,), channels_out=block.dim_in, epsilon=arch.epsilon)
-        attn_add = f"{p}.attnadd"
-        norm2 = add(f"{p}.norm2", "layernorm", (attn_add,), channels_out=block.attn_dim, epsilon=arch.epsilon)
-        attn = add(
-            f"{p}.attn",
-            "attention",
-            (norm1,),
-            channels_in=block.dim_in,
-            channels_out=block.attn_dim,
-            thw=block.thw,
-            epsilon=arch.epsilon,
-            block=block,
-            rel_pos=v2,
-            residual_pool=v2,
-        )
-        hidden = add(f"{p}.mlp.0", "dense", (norm2,), channels_in=block.attn_dim, channels_out=4 * block.attn_dim)
-        hidden = add(f"{p}.mlp.1", "act", (hidden,))
-        mlp = add(f"{p}.mlp.3", "dense", (hidden,), channels_in=4 * block.attn_dim, channels_out=block.dim_out)
-        shortcut = attn_add
-        if block.dim_in != block.dim_out:  # v2 projects the attention's input, v1 the MLP's
-            shortcut = add(
-                f"{p}.project",
-                "dense",
-                (norm1 if v2 else norm2,),
-                channels_in=block.dim_in if v2 else block.attn_dim,
-                channels_out=block.dim_out,
-            )
-            shortcut = attn_add if v2 else shortcut
-        add(attn_add, "add", (skip, attn))
-        x = add(f"{p}.mlpadd", "add", (shortcut, mlp))
+        x = _block(add, f"blocks.{i}", x, block, arch)
     last = arch.stages[-1].dim
     x = add("norm", "layernorm", (x,), channels_out=last, epsilon=arch.epsilon)
     x = add("head.0", "classtoken", (x,), channels_out=last)
     add("head.1", "dense", (x,), channels_in=last, channels_out=arch.num_classes)
     return tuple(recs)
+
+
+def _block(add, p: str, x: str, block, arch: MViTArch) -> str:
+    """One multiscale block's records (`add` appends one and returns its name); returns its output."""
+    v2 = arch.version == 2
+    skip_in = x
+    if block.stride_q != ONE:  # registered first in torchvision; reads what the skip path carries
+        kernel = tuple(s + 1 if s > 1 else s for s in block.stride_q)
+        skip_in = f"{p}.project" if v2 and block.dim_in != block.dim_out else x
+        skip = add(
+            f"{p}.pool_skip",
+            "tokenpool",
+            (skip_in,),
+            channels_out=block.dim_out if v2 else block.dim_in,
+            kernel=kernel,
+            stride=block.stride_q,
+            padding=pool_padding(kernel),
+            thw=block.thw,
+        )
+    else:
+        skip = f"{p}.project" if v2 and block.dim_in != block.dim_out else x
+    norm1 = add(f"{p}.norm1", "layernorm", (x,), channels_out=block.dim_in, epsilon=arch.epsilon)
+    attn_add = f"{p}.attnadd"
+    norm2 = add(f"{p}.norm2", "layernorm", (attn_add,), channels_out=block.attn_dim, epsilon=arch.epsilon)
+    attn = add(
+        f"{p}.attn",
+        "attention",
+        (norm1,),
+        channels_in=block.dim_in,
+        channels_out=block.attn_dim,
+        thw=block.thw,
+        epsilon=arch.epsilon,
+        block=block,
+        rel_pos=v2,
+        residual_pool=v2,
+    )
+    hidden = add(f"{p}.mlp.0", "dense", (norm2,), channels_in=block.attn_dim, channels_out=4 * block.attn_dim)
+    hidden = add(f"{p}.mlp.1", "act", (hidden,))
+    mlp = add(f"{p}.mlp.3", "dense", (hidden,), channels_in=4 * block.attn_dim, channels_out=block.dim_out)
+    shortcut = attn_add
+    if block.dim_in != block.dim_out:  # v2 projects the attention's input, v1 the MLP's
+        shortcut = add(
+            f"{p}.project",
+            "dense",
+            (norm1 if v2 else norm2,),
+            channels_in=block.dim_in if v2 else block.attn_dim,
+            channels_out=block.dim_out,
+        )
+        shortcut = attn_add if v2 else shortcut
+    add(attn_add, "add", (skip, attn))
+    x = add(f"{p}.mlpadd", "add", (shortcut, mlp))
+    return x
 
 
 def dataflow(records: tuple[Record, ...]) -> tuple[Record, ...]:

@@ -247,56 +247,55 @@ def compare_training(arch: spec.Arch, state: dict, keras_model, settings: Settin
         out = trainer.step(np.ascontiguousarray(clips.transpose(0, 2, 3, 4, 1)), labels)
         acts_k = {n: out.activations[keras_name(n)].transpose(0, 4, 1, 2, 3) > 0 for n in relus}
         logits_b, loss_b, grads_b, _ = refk.step(clips, labels, acts_k)
-        checks = report.checks
-        checks.append(
+        report.checks += [
             Check(
                 step=step,
                 what="logits",
                 name="logits",
                 keras_error=rel(out.logits, logits_b),
                 torch_error=own["logits"],
-            )
-        )
-        checks.append(
-            Check(step=step, what="loss", name="loss", keras_error=rel(out.loss, loss_b), torch_error=own["loss"])
-        )
-        for path, grad in out.grads.items():
-            key = entries[path].torch_key
-            checks.append(
-                Check(
-                    step=step,
-                    what="grad",
-                    name=key,
-                    keras_error=rel(entries[path].to_torch(grad), grads_b[key]),
-                    torch_error=own[f"grad {key}"],
-                )
-            )
+            ),
+            Check(step=step, what="loss", name="loss", keras_error=rel(out.loss, loss_b), torch_error=own["loss"]),
+        ]
+        report.checks += _gradient_checks(step, out.grads, entries, grads_b, own)
         sb = refk.state()
         for name, layer in bns.items():  # the reference's running variance under the Keras model's rule
             m = layer.momentum
-            if rule == "keras":
-                keras_var[name] = (1 - m) * keras_var[name] + m * refk.batch_var[name]
-            else:
-                keras_var[name] = sb[f"{name}.running_var"]
-        for variable in keras_model.weights:
-            e = entries[variable.path]
-            key = e.torch_key
-            kind = key.rsplit(".", 1)[1]
-            what = kind if kind in ("running_mean", "running_var") else "weight"
-            ref = keras_var[key.rsplit(".", 1)[0]] if what == "running_var" else sb[key]
-            value = np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
-            checks.append(
-                Check(
-                    step=step,
-                    what=what,
-                    name=key,
-                    keras_error=rel(e.to_torch(value), ref),
-                    torch_error=own[f"after {key}"],
-                )
+            keras_var[name] = (
+                (1 - m) * keras_var[name] + m * refk.batch_var[name] if rule == "keras" else sb[f"{name}.running_var"]
             )
+        report.checks += _weight_checks(step, keras_model, entries, sb, keras_var, own)
     report.ties = {**{f"torch float32 ({k})": ref.taken for k, (_, ref) in runs.items()}, "keras": refk.taken}
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _gradient_checks(step: int, grads: dict, entries: dict, reference: dict, own: dict) -> list[Check]:
+    """Each Keras gradient (in torch's layout) against the float64 run's, beside torch float32's own error."""
+    checks = []
+    for path, grad in grads.items():
+        key = entries[path].torch_key
+        error = rel(entries[path].to_torch(grad), reference[key])
+        checks.append(Check(step=step, what="grad", name=key, keras_error=error, torch_error=own[f"grad {key}"]))
+    return checks
+
+
+def _weight_checks(step: int, keras_model, entries: dict, reference: dict, keras_var: dict, own: dict) -> list[Check]:
+    """Each Keras variable after the step (weights and BatchNorm statistics; the running variance against
+    the reference under the Keras model's own rule)."""
+    import keras
+
+    checks = []
+    for variable in keras_model.weights:
+        e = entries[variable.path]
+        key = e.torch_key
+        kind = key.rsplit(".", 1)[1]
+        what = kind if kind in ("running_mean", "running_var") else "weight"
+        ref = keras_var[key.rsplit(".", 1)[0]] if what == "running_var" else reference[key]
+        value = np.asarray(keras.ops.convert_to_numpy(variable), np.float64)
+        error = rel(e.to_torch(value), ref)
+        checks.append(Check(step=step, what=what, name=key, keras_error=error, torch_error=own[f"after {key}"]))
+    return checks
 
 
 def validate_training(
