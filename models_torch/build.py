@@ -18,6 +18,7 @@ from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import INPUT, Layer
 from vrconvert.converter.arch.mvit import MViTArch
 from vrconvert.models_torch import mvit
+from vrconvert.models_torch.modules import insert
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 ACTIVATIONS = {
@@ -98,20 +99,9 @@ class VideoResNet(nn.Module):
         for layer in layers:
             module = _module(layer)
             if module is not None:
-                self._insert(layer.name, module)
+                insert(self, layer.name, module)
             self._steps.append((layer, module))
         self._last_use = _last_use(layers)
-
-    def _insert(self, path: str, module: nn.Module) -> None:
-        parent: nn.Module = self
-        *parents, leaf = path.split(".")
-        for part in parents:
-            child = parent._modules.get(part)
-            if child is None:
-                child = nn.Module()
-                parent.add_module(part, child)
-            parent = child
-        parent.add_module(leaf, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[self.layers[-1].name]

@@ -24,6 +24,7 @@ from vrconvert.converter.arch.mvit import (
     rel_pos_sizes,
 )
 from vrconvert.converter.errors import InputError
+from vrconvert.models_torch.modules import insert
 
 
 class PositionalEncoding(nn.Module):
@@ -171,19 +172,10 @@ class MViT(nn.Module):
         for record in self.layers:  # registration order: torchvision's state_dict order
             modules[record.name] = module = _module(record)
             if module is not None:
-                self._insert(record.name, module)
+                insert(self, record.name, module)
         self._steps = [(record, modules[record.name]) for record in dataflow(self.layers)]
         last = {name: i for i, (record, _) in enumerate(self._steps) for name in record.inputs}
         self._frees = [[name for name, at in last.items() if at == i] for i in range(len(self._steps))]
-
-    def _insert(self, path: str, module: nn.Module) -> None:
-        parent: nn.Module = self
-        *parents, leaf = path.split(".")
-        for part in parents:
-            if part not in parent._modules:
-                parent.add_module(part, nn.Module())
-            parent = parent._modules[part]
-        parent.add_module(leaf, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[self.layers[-1].name]

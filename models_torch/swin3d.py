@@ -16,6 +16,7 @@ from torch import nn
 
 from vrconvert.converter.arch import swin3d
 from vrconvert.converter.arch.swin3d import INPUT, Node
+from vrconvert.models_torch.modules import insert
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
 
 
@@ -135,19 +136,8 @@ class SwinTransformer3d(nn.Module):
         for node in self.nodes:
             module = _module(node)
             if module is not None:
-                self._insert(node.name, module)
+                insert(self, node.name, module)
             self._steps.append((node, module))
-
-    def _insert(self, path: str, module: nn.Module) -> None:
-        parent: nn.Module = self
-        *parents, leaf = path.split(".")
-        for part in parents:
-            child = parent._modules.get(part)
-            if child is None:
-                child = nn.Module()
-                parent.add_module(part, child)
-            parent = child
-        parent.add_module(leaf, module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[self.nodes[-1].name]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vrconvert.converter.arch import mvit, swin3d_mapping
+from vrconvert.converter.arch.entries import Entry
 from vrconvert.converter.arch.families import Variant as Arch
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import Layer, keras_name
@@ -65,30 +66,6 @@ RULES: dict[str, tuple[Rule, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One tensor: its torch key and shape, its Keras variable path and shape, and the permutation."""
-
-    torch_key: str
-    keras_path: str
-    torch_shape: tuple[int, ...]
-    permutation: tuple[int, ...] | None
-
-    @property
-    def keras_shape(self) -> tuple[int, ...]:
-        if self.permutation is None:
-            return self.torch_shape
-        return tuple(self.torch_shape[axis] for axis in self.permutation)
-
-    def to_keras(self, array: np.ndarray) -> np.ndarray:
-        return array if self.permutation is None else np.transpose(array, self.permutation)
-
-    def to_torch(self, array: np.ndarray) -> np.ndarray:
-        if self.permutation is None:
-            return array
-        return np.transpose(array, tuple(int(a) for a in np.argsort(self.permutation)))
-
-
 def rule_for_keras(var: str, ndim: int) -> Rule | None:
     """The rule for a Keras variable name of a given rank (a 5-D kernel is a conv's, a 2-D one a Dense's)."""
     for rules in RULES.values():
@@ -130,10 +107,10 @@ def entries(arch: Arch) -> tuple[Entry, ...]:
         return swin3d_mapping.entries(arch)
     return tuple(
         Entry(
-            f"{layer.name}.{rule.torch_suffix}",
-            f"{keras_name(layer.name)}/{rule.keras_var}",
-            _torch_shape(layer, rule.torch_suffix),
-            rule.permutation,
+            torch_key=f"{layer.name}.{rule.torch_suffix}",
+            keras_path=f"{keras_name(layer.name)}/{rule.keras_var}",
+            torch_shape=_torch_shape(layer, rule.torch_suffix),
+            permutation=rule.permutation,
         )
         for layer, rule in _walk(arch)
         if rule is not None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vrconvert.converter.arch import swin3d
+from vrconvert.converter.arch.entries import Entry
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,30 +65,6 @@ def _shape(node: swin3d.Node, suffix: str) -> tuple[int, ...]:
         ("merge", "norm.weight"): (4 * cin,),
         ("merge", "norm.bias"): (4 * cin,),
     }.get((node.op, suffix), (cout,))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Entry:
-    """One tensor: torch key and shape, Keras variable path, and the permutation between them."""
-
-    torch_key: str
-    keras_path: str
-    torch_shape: tuple[int, ...]
-    permutation: tuple[int, ...] | None
-
-    @property
-    def keras_shape(self) -> tuple[int, ...]:
-        if self.permutation is None:
-            return self.torch_shape
-        return tuple(self.torch_shape[axis] for axis in self.permutation)
-
-    def to_keras(self, array: np.ndarray) -> np.ndarray:
-        return array if self.permutation is None else np.transpose(array, self.permutation)
-
-    def to_torch(self, array: np.ndarray) -> np.ndarray:
-        if self.permutation is None:
-            return array
-        return np.transpose(array, tuple(int(a) for a in np.argsort(self.permutation)))
 
 
 def _keras_name(path: str) -> str:
