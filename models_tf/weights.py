@@ -91,10 +91,10 @@ def read_keras_file(path: Path, arch: str | None = None, num_classes: int | None
         raise InputError(
             f"{path}: its BatchNorms are folded into the convs and cannot be unfolded; use the unfolded file"
         )
-    if Path(path).name.endswith(".weights.h5"):
-        return variant, variables_of(model)
     from vrconvert.models_tf import nested
 
+    if Path(path).name.endswith(".weights.h5") or not (head is not None or nested.wrapped(model)):
+        return variant, variables_of(model)  # a vrconvert model as built: its variables are the mapping's
     return nested.find(model, variant.name, head)
 
 

@@ -101,7 +101,13 @@ def detect(
     """The one architecture whose folded variables are exactly `shapes` (Keras path -> shape): the head's
     width from the Dense kernel, R(2+1)D mid-channel widths from the spatial kernels, as for checkpoints."""
     torch_named = accounting.torch_shapes_of(shapes)
-    names = [arch] if arch else [n for n, v in families.VARIANTS.items() if activation in (None, v.activation)]
+    names = (
+        [arch]
+        if arch
+        else [  # the families with BatchNorms to fold carry an activation
+            n for n, v in families.VARIANTS.items() if hasattr(v, "activation") and activation in (None, v.activation)
+        ]
+    )
     fits = []
     for name in names:
         variant = families.get(name)

@@ -65,7 +65,7 @@ def known_names() -> frozenset[str]:
 def refuse_foreign(layers: list[Weighted], head: str | None) -> None:
     """One line naming the first weighted layer that is neither the head nor a backbone layer."""
     for layer in layers:
-        if layer.name != head and layer.name not in known_names():
+        if layer.name != head and layer.name not in known_names() | head_names():
             raise InputError(
                 f"layer {layer.name} ({layer.kind}) has no counterpart in torchvision's model; it cannot be converted"
             )

@@ -121,6 +121,6 @@ def read(path: Path, arch: str | None = None, *, values: bool = True):
         InputError,
     ):
         return None
-    if _normalised(config) != _normalised(keras_config.model_config(variant)):
+    if not keras_config.supported(variant) or _normalised(config) != _normalised(keras_config.model_config(variant)):
         return None
     return variant, found
