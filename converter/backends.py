@@ -3,7 +3,6 @@ its first import), and which optional modules a command needs before it starts a
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
 import os
 import sys
@@ -98,24 +97,5 @@ def select_backend_for_files() -> str:
         raise ModuleNotFoundError("Keras has none of its backends (TensorFlow, torch, JAX)", name="tensorflow")
     os.environ["KERAS_BACKEND"] = chosen
     if chosen != "tensorflow":
-        hide("tensorflow")
+        sys.modules.setdefault("tensorflow", None)  # type: ignore[assignment]
     return chosen
-
-
-class _Hidden(importlib.abc.MetaPathFinder):
-    """Makes one module (and its submodules) unimportable in this process, as if not installed."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == self.name or fullname.startswith(self.name + "."):
-            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
-        return None
-
-
-def hide(module: str) -> None:
-    """Keeps `module` out of this process: imports of it fail as for a missing package. Not through
-    `sys.modules[module] = None`, which third-party type checks (SciPy's array API helpers) trip over."""
-    if module not in sys.modules and not any(isinstance(f, _Hidden) and f.name == module for f in sys.meta_path):
-        sys.meta_path.insert(0, _Hidden(module))

@@ -115,3 +115,16 @@ def write_video(path, *, frames: int = 12, size: tuple[int, int] = (120, 160), s
             image = np.clip(image + rng.integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())
+
+
+# Code that makes torch unimportable in a child process, as if not installed. A meta-path finder rather than
+# `sys.modules["torch"] = None`: SciPy's array API helpers (pulled in by scikit-learn, an NNCF dependency,
+# when Keras is imported) dereference whatever `sys.modules["torch"]` holds.
+NO_TORCH = (
+    "import importlib.abc, sys\n"
+    "class _NoTorch(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name == 'torch' or name.startswith('torch.'):\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "sys.meta_path.insert(0, _NoTorch())\n"
+)

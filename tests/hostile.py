@@ -32,7 +32,7 @@ WORKER = textwrap.dedent(
     import json, os, resource, signal, sys, time
     os.environ["KERAS_BACKEND"] = "numpy"
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    from vrconvert.converter.backends import hide; hide("tensorflow")
+    sys.modules.setdefault("tensorflow", None)
     import importlib, numpy, h5py, keras, torch, safetensors.numpy
     sys.path.insert(0, sys.argv[2])
     from vrconvert.cli.main import main

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
-from helpers import make_checkpoint, run_python, save_state
+from helpers import NO_TORCH, make_checkpoint, run_python, save_state
 
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.formats import torchzip
@@ -106,7 +106,7 @@ def test_torch2keras_without_torch_or_tensorflow(tmp_path, torch, keras):
     save_state(state, tmp_path / "r3d.pth")
     result = run_python(f"""
         import json, sys
-        from vrconvert.converter.backends import hide; hide("torch")  # any import of torch now fails
+        exec({NO_TORCH!r})  # any import of torch now fails
         from vrconvert.cli.main import main
         sys.argv = ["vrconvert", "torch2keras", "--no-validate", {str(tmp_path / "r3d.pth")!r},
                     {str(tmp_path / "r3d.keras")!r}]
@@ -130,7 +130,7 @@ def test_inspect_and_legacy_fallback_without_torch(tmp_path, torch):
     save_state(state, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
     result = run_python(f"""
         import subprocess, sys
-        from vrconvert.converter.backends import hide; hide("torch")
+        exec({NO_TORCH!r})
         from vrconvert.cli.main import main
         for name in ("zip.pth", "legacy.pth"):
             sys.argv = ["vrconvert", "inspect", "--json", {str(tmp_path)!r} + "/" + name]

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import invoke, make_checkpoint, run_python, save_state
+from helpers import NO_TORCH, invoke, make_checkpoint, run_python, save_state
 
 from vrconvert.converter.arch import mapping, spec
 from vrconvert.converter.arch.layers import keras_name
@@ -193,7 +193,7 @@ def test_predict_keras_path_imports_no_torch(pairs):
     _, keras_file, _ = pairs["r3d_18"]
     result = run_python(f"""
         import sys
-        from vrconvert.converter.backends import hide; hide("torch")  # any import of torch now fails
+        exec({NO_TORCH!r})  # any import of torch now fails
         from vrconvert.converter.video.classify import classify
         p = classify({str(SAMPLE_CLIP)!r}, {str(keras_file)!r}, frames=4, top=2)
         print(p.framework, len(p.top))
