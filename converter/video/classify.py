@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter import video
+from vrconvert.converter import backends, video
 from vrconvert.converter.arch import spec
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import keras_io
@@ -105,8 +105,10 @@ def classify(
         raise InputError("--top and --clips must be at least 1")
     if not model_path.is_file():
         raise InputError(f"{model_path}: no such file")
-    # decode first: a bad video fails before a model is loaded; the model's own transform comes after (a
-    # model that preprocesses itself gets the decoded frames)
+    # the framework the model needs is checked first (one line naming its extra); then the video is decoded, so
+    # a bad video fails before a model is loaded; the model's own transform comes after (a model that
+    # preprocesses itself gets the decoded frames)
+    backends.require("keras" if keras_io.keras_suffix(model_path) else "torch")
     frames = frames or spec.Preprocessing().frames
     raw = keras_io.keras_suffix(model_path) is not None and keras_io.takes_frames(model_path)
     batch = video.load_clips(video_path, frames=frames, clips=clips, raw=True)
