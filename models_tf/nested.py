@@ -48,7 +48,7 @@ def wrapped(model) -> bool:
     """Whether `model` is more than a vrconvert model: a model nested in it, or a weighted layer that no
     known network has (a user's head)."""
     return any(isinstance(layer, keras.Model) for layer in model.layers) or any(
-        layer.weights and layer.name not in heads.known_names() | heads.head_names() for layer in model.layers
+        layer.weights and not heads.is_known(layer.name) for layer in model.layers
     )
 
 

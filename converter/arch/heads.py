@@ -62,10 +62,34 @@ def known_names() -> frozenset[str]:
     )
 
 
+@functools.cache
+def _plain_names() -> frozenset[str]:
+    """Known weighted records' paths with dots as single underscores: how Swin3D's builder names its layers."""
+    return frozenset(
+        r.name.replace(".", "_")
+        for v in families.VARIANTS.values()
+        for r in families.expand(v)
+        if r.has_weights and r is not head_record(v)
+    )
+
+
+@functools.cache
+def _record_prefixes() -> tuple[str, ...]:
+    """Known weighted records' names as prefixes: a record built as several Keras layers names them
+    `<record>_<part>` (Swin3D's patch merging: `features_1_reduction`, `features_1_norm`)."""
+    return tuple(f"{name}_" for name in known_names() | _plain_names())
+
+
+def is_known(name: str) -> bool:
+    """Whether a Keras layer name belongs to a known network (a record, a part of one, or a classifier)."""
+    names = known_names() | _plain_names() | head_names()
+    return name in names or name.startswith(_record_prefixes())
+
+
 def refuse_foreign(layers: list[Weighted], head: str | None) -> None:
     """One line naming the first weighted layer that is neither the head nor a backbone layer."""
     for layer in layers:
-        if layer.name != head and layer.name not in known_names() | head_names():
+        if layer.name != head and not is_known(layer.name):
             raise InputError(
                 f"layer {layer.name} ({layer.kind}) has no counterpart in torchvision's model; it cannot be converted"
             )
@@ -82,7 +106,13 @@ def find_head(layers: list[Weighted], head: str | None = None) -> str | None:
         if chosen.kind != "Dense":
             raise InputError(f"--head {head}: a {chosen.kind} layer, not a Dense one")
         return head
-    candidates = [layer.name for layer in layers if layer.kind == "Dense" and layer.name not in _backbone_dense_names()]
+    candidates = [
+        layer.name
+        for layer in layers
+        if layer.kind == "Dense"
+        and layer.name not in _backbone_dense_names()
+        and not layer.name.startswith(_record_prefixes())
+    ]
     if len(candidates) > 1:
         raise InputError(f"more than one layer could be the head ({', '.join(candidates)}); pass --head NAME")
     return candidates[0] if candidates else None

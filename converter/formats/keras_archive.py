@@ -428,7 +428,9 @@ def _head_as_fc(shapes: dict[str, tuple[int, ...]], kinds: dict[str, str], head:
     ]
     found = heads.find_head(weighted, head)
     heads.refuse_foreign(weighted, found)
-    return heads.renamed(weighted, found)
+    renamed = heads.renamed(weighted, found)  # the weighted layers' variables, the head's named `fc` if a user's
+    others = {path: shape for path, shape in shapes.items() if path.split("/", 1)[0] not in kinds}
+    return {**others, **renamed}  # registered layers' variables (attention, embeddings) kept as declared
 
 
 def _swin_attention(cfg: dict, name: str, shapes: dict[str, tuple[int, ...]]) -> tuple:
