@@ -38,14 +38,7 @@ def test_non_editable_install_maps_folders_and_ships_data(tmp_path):
         "from vrconvert.converter.video import SAMPLE_CLIP;"
         f"print(SAMPLE_CLIP.is_file(), str(SAMPLE_CLIP).startswith({str(target)!r}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(target)},
-    )
+    out = _python_over(target, code, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["400", "True", "True"]  # the class names and the real clip ship
     # From the repository's root (the working directory first on sys.path, as for Ray's workers), the
@@ -53,15 +46,14 @@ def test_non_editable_install_maps_folders_and_ships_data(tmp_path):
     code = (
         f"import vrconvert.converter.arch.spec as s, vrconvert; assert vrconvert.__file__.startswith({str(target)!r})"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(target)},
-    )
+    out = _python_over(target, code, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def _python_over(target, code: str, cwd):
+    """`code` in a fresh interpreter whose only vrconvert is the one installed in `target`, run from `cwd`."""
+    env = {"PYTHONPATH": str(target)}
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=cwd, env=env)
 
 
 def test_version_and_help_import_no_framework():
