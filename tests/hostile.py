@@ -121,6 +121,7 @@ def _worker(index: int) -> tuple[subprocess.Popen, Path]:
         )
         assert proc.stdout.readline().strip() == "READY", log.read_text()[-3000:]
         atexit.register(proc.kill)
+        atexit.register(log.unlink, missing_ok=True)
         _WORKERS.append((proc, log))
     return _WORKERS[index]
 
