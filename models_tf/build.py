@@ -102,8 +102,8 @@ def build(
         raise ValueError(f"num_classes={num_classes} and classes={classes} disagree")
     variant = families.get(arch) if isinstance(arch, str) else arch
     variant = variant.with_classes(num_classes or classes or variant.num_classes)
-    if isinstance(variant, MViTArch | swin3d.Swin3D):  # the transformers have builders of their own
-        return _transformer(
+    if (own := OWN_BUILDERS.get(type(variant))) is not None:  # the transformers have builders of their own
+        return own(
             variant, include_top, pooling, classifier_activation, input_shape, name, include_preprocessing, data_format
         )
     if pooling not in (None, "avg", "max"):
@@ -149,16 +149,19 @@ def _records_graph(variant, values: dict, include_top: bool, classifier_activati
     return out
 
 
-def _transformer(
+def _mvit(variant, include_top, pooling, classifier_activation, input_shape, name, include_preprocessing, data_format):
+    """MViT's own builder; its weights fix the input size."""
+    if include_preprocessing or data_format != "channels_last" or pooling is not None:
+        raise InputError(f"{variant.name}: include_preprocessing, data_format and pooling are not supported yet")
+    if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
+        raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
+    return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
+
+
+def _swin3d(
     variant, include_top, pooling, classifier_activation, input_shape, name, include_preprocessing, data_format
 ):
-    """Swin3D's and MViT's own builders, with the options they support."""
-    if isinstance(variant, MViTArch):  # the weights fix the input size
-        if include_preprocessing or data_format != "channels_last" or pooling is not None:
-            raise InputError(f"{variant.name}: include_preprocessing, data_format and pooling are not supported yet")
-        if input_shape is not None and tuple(input_shape) != (*variant.clip, 3):
-            raise ValueError(f"{variant.name} takes input_shape {(*variant.clip, 3)} only (its weights fix it)")
-        return mvit.build(variant, include_top=include_top, classifier_activation=classifier_activation, name=name)
+    """Swin3D's own builder."""
     if data_format != "channels_last" or pooling is not None:
         raise ValueError(f"{variant.name}: channels-last only, without pooling")
     from vrconvert.models_tf import swin3d as swin3d_keras
@@ -171,3 +174,7 @@ def _transformer(
         input_shape=input_shape,
         name=name,
     )
+
+
+# family record type -> its own builder (same arguments); the families described by layer records use `build`'s walk
+OWN_BUILDERS = {MViTArch: _mvit, swin3d.Swin3D: _swin3d}

@@ -17,6 +17,7 @@ from vrconvert.converter.arch import families, swin3d
 from vrconvert.converter.arch.families import expand
 from vrconvert.converter.arch.layers import INPUT, Layer
 from vrconvert.converter.arch.mvit import MViTArch
+from vrconvert.converter.errors import InputError
 from vrconvert.models_torch import mvit
 from vrconvert.models_torch.modules import insert
 from vrconvert.models_torch.preprocessing import KineticsPreprocessing
@@ -181,15 +182,27 @@ def build(
     if weights is not None:
         return _with_weights(variant, weights, num_classes, include_preprocessing)
     variant = variant.with_classes(num_classes or variant.num_classes)
-    if isinstance(variant, MViTArch):
-        return mvit.build(variant)
-    if isinstance(variant, swin3d.Swin3D):  # a family with its own twin
-        from vrconvert.models_torch import swin3d as swin3d_torch
-
-        return swin3d_torch.build(variant, variant.num_classes, include_preprocessing=include_preprocessing)
+    if (own := OWN_BUILDERS.get(type(variant))) is not None:  # the transformers have twins of their own
+        return own(variant, include_preprocessing)
     if include_preprocessing:
         return PreprocessedVideoResNet(variant, expand(variant))
     return VideoResNet(variant, expand(variant))
+
+
+def _mvit(variant, include_preprocessing: bool):
+    if include_preprocessing:
+        raise InputError(f"{variant.name}: include_preprocessing is not supported yet")
+    return mvit.build(variant)
+
+
+def _swin3d(variant, include_preprocessing: bool):
+    from vrconvert.models_torch import swin3d as swin3d_torch
+
+    return swin3d_torch.build(variant, variant.num_classes, include_preprocessing=include_preprocessing)
+
+
+# family record type -> its own twin; the families described by layer records build `VideoResNet`
+OWN_BUILDERS = {MViTArch: _mvit, swin3d.Swin3D: _swin3d}
 
 
 class PreprocessedVideoResNet(VideoResNet):
