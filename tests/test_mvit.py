@@ -140,8 +140,8 @@ def test_preprocessing_matches_torchvisions_transform(case):
     """Short side to 256, centre crop 224, mean/std from meta.json: numpy and torch, against the oracle."""
     with np.load(zoo_oracle.ZOO / "preprocess.oracle.npz") as z:
         frames, expected = z["noise_frames_thwc"], z[f"mvit.{case}_out_cthw"]
-    if case == "ramp":
-        frames = np.linspace(0, 255, frames.size).reshape(frames.shape).astype(np.uint8)
+    if case == "ramp":  # the oracle's ramp spans 4 frames; the fixture keeps the first 2 of each case
+        frames = np.linspace(0, 255, 4 * 240 * 320 * 3).reshape(4, 240, 320, 3).astype(np.uint8)[:2]
     transform = zoo_oracle.meta("mvit_v2_s")["weights"]["KINETICS400_V1"]["transform"]
     p = mvit.MVIT_PREPROCESSING
     assert (p.resize, p.crop) == (tuple(transform["resize_size"]), tuple(transform["crop_size"]))
