@@ -326,6 +326,8 @@ def check_build(v: Venv, fx: Fixtures) -> None:
 
 
 EXPORTS = {"saved_model": "model", "litert": "model.tflite", "onnx": "model.onnx", "openvino": "model.xml"}
+INT8_EXPORTS = {"openvino": "int8.xml", "onnx": "int8.onnx"}
+CALIBRATION = ROOT / "tests" / "fixtures" / "clips" / "tree_15fps.mp4"  # another scene than the check's clip
 
 
 def check_export(v: Venv, fx: Fixtures) -> None:
@@ -337,6 +339,12 @@ def check_export(v: Venv, fx: Fixtures) -> None:
         expect(doc["passed"] is True and doc["format"] == fmt, f"export {fmt}: {doc}")
         expect(doc["input_shape"] == [None, 4, 32, 32, 3], f"export {fmt}: input {doc['input_shape']}")
         expect((v.scratch / name).exists(), f"export {fmt}: no {name}")
+    for fmt, name in INT8_EXPORTS.items():  # NNCF and ONNX Runtime's static quantization, from this install
+        args = ["export", str(fx.checkpoint), name, "--int8", "--calibration", str(CALIBRATION), "--frames", "4"]
+        args += ["--size", "112x112", "--calibration-clips", "1", "--check-clips", "1", "--json"]
+        doc = json.loads(v.vrconvert(*args)[0])
+        expect(doc["passed"] is True and doc["precision"] == "int8", f"export --int8 {fmt}: {doc}")
+        expect((v.scratch / name).exists(), f"export --int8 {fmt}: no {name}")
 
 
 def _videos(v: Venv, fx: Fixtures) -> Path:
