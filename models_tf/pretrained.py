@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from vrconvert.converter.arch import accounting, heads, mapping, spec
+from vrconvert.converter.arch import accounting, families, mapping
 from vrconvert.converter.errors import InputError
 from vrconvert.converter.formats import checkpoint, weights_source
 from vrconvert.converter.formats.keras_io import keras_suffix
 
 
-def source_state(arch: spec.Arch, weights) -> tuple[spec.Arch, dict[str, np.ndarray], str]:
+def source_state(arch: families.Variant, weights) -> tuple[families.Variant, dict[str, np.ndarray], str]:
     """(the file's arch, its torch-named state, a name for messages); a torch checkpoint may lack a head."""
     path = weights_source.resolve(weights, arch)
     where = str(weights)
@@ -27,7 +27,7 @@ def source_state(arch: spec.Arch, weights) -> tuple[spec.Arch, dict[str, np.ndar
     return weights_source.backbone_arch(arch, accounting.shapes_of(ckpt.state), where), ckpt.state, where
 
 
-def build(arch: str | spec.Arch, num_classes: int | None = None, *, weights=None, **options):
+def build(arch: str | families.Variant, num_classes: int | None = None, *, weights=None, **options):
     """`models_tf.build`: a Keras model of `arch` in the style of `keras.applications`, untrained or with
     `weights` (a `.pth`/`.pt`/`.safetensors`/`.keras`/`.h5`/`.weights.h5` file, or the pretrained name
     "kinetics400" through the hub cache and the verified download). Every backbone weight is accounted
@@ -46,17 +46,18 @@ def build(arch: str | spec.Arch, num_classes: int | None = None, *, weights=None
     )
 
 
-def build_with_weights(arch: str | spec.Arch, weights, *, include_top: bool, num_classes: int | None, **options):
+def build_with_weights(arch: str | families.Variant, weights, *, include_top: bool, num_classes: int | None, **options):
     """The Keras model of `arch` built by `models_tf.build` with `options`, its variables from `weights`."""
     from vrconvert.models_tf.build import build
 
-    variant = spec.get(arch) if isinstance(arch, str) else arch
+    variant = families.get(arch) if isinstance(arch, str) else arch
     file_arch, state, where = source_state(variant, weights)
-    has_head = f"{heads.HEAD}.weight" in state
+    head_keys = weights_source.head_keys(file_arch)
+    has_head = head_keys[0] in state
     plan = weights_source.plan(file_arch, has_head, include_top, num_classes, where)
     data_format = options.pop("data_format", "channels_last")
     model = build(plan.arch, include_top=include_top, **options)
-    head = [e for e in mapping.entries(plan.arch) if e.torch_key in weights_source.HEAD_KEYS]
+    head = [e for e in mapping.entries(plan.arch) if e.torch_key in head_keys]
     entries = [e for e in mapping.entries(plan.arch) if plan.load_head or e not in head]
     variables = {v.path: v for v in model.weights}
     fresh = {e.keras_path for e in head} if include_top and not plan.load_head else set()

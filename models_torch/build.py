@@ -245,11 +245,12 @@ def _with_weights(
         raise InputError(f"{weights}: a Keras file; convert it first (vrconvert keras2torch {path.name} OUT.pth)")
     state = checkpoint.read_checkpoint(path).state
     file_arch = weights_source.backbone_arch(variant, accounting.shapes_of(state), str(weights))
-    has_head = "fc.weight" in state
+    head_keys = weights_source.head_keys(file_arch)
+    has_head = head_keys[0] in state
     plan = weights_source.plan(file_arch, has_head, True, num_classes, str(weights))
     model = build(plan.arch, plan.arch.num_classes, include_preprocessing=include_preprocessing)
-    kept = state if plan.load_head else weights_source.backbone_state(state)
-    fresh = {} if plan.load_head else {k: model.state_dict()[k].numpy() for k in weights_source.HEAD_KEYS}
+    kept = state if plan.load_head else weights_source.backbone_state(state, file_arch)
+    fresh = {} if plan.load_head else {k: model.state_dict()[k].numpy() for k in head_keys}
     full = mapping.complete(plan.arch, {**kept, **fresh})  # num_batches_tracked where the file has none
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in full.items()}, strict=True)
     return model

@@ -33,6 +33,8 @@ def random_state_dict(model, seed: int = 0) -> dict[str, np.ndarray]:
         shape = tuple(tensor.shape)
         if key.endswith("num_batches_tracked"):
             out[key] = np.array(rng.integers(0, 1000), dtype=np.int64)
+        elif not tensor.is_floating_point():  # index buffers (Swin3D's relative positions) are structure
+            out[key] = tensor.numpy().copy()
         elif key.endswith("running_var") or (key.endswith("weight") and len(shape) == 1):
             out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
         elif len(shape) == 1:

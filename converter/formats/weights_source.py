@@ -10,22 +10,27 @@ from pathlib import Path
 
 import numpy as np
 
-from vrconvert.converter.arch import accounting, heads, spec
+from vrconvert.converter.arch import accounting, families, heads
 from vrconvert.converter.errors import InputError
 
 PRETRAINED_NAMES = ("kinetics400", "KINETICS400_V1", "DEFAULT")  # torchvision's enum spellings too
-HEAD_KEYS = (f"{heads.HEAD}.weight", f"{heads.HEAD}.bias")
+
+
+def head_keys(arch: families.Variant) -> tuple[str, str]:
+    """The torch keys of `arch`'s classifier (`fc`, S3D's `classifier.1`, Swin3D's `head`, MViT's `head.1`)."""
+    name = heads.head_record(arch).name
+    return f"{name}.weight", f"{name}.bias"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """The architecture to build, and whether the file's head is loaded into it."""
 
-    arch: spec.Arch
+    arch: families.Variant
     load_head: bool
 
 
-def resolve(weights: str | Path, arch: spec.Arch) -> Path:
+def resolve(weights: str | Path, arch: families.Variant) -> Path:
     """The file behind `weights`: a pretrained name goes through the hub cache and the verified download."""
     if isinstance(weights, str) and weights in PRETRAINED_NAMES:
         from vrconvert.converter.formats import download
@@ -38,24 +43,24 @@ def resolve(weights: str | Path, arch: spec.Arch) -> Path:
     return path
 
 
-def backbone_arch(arch: spec.Arch, shapes: dict[str, tuple[int, ...]], where: str) -> spec.Arch:
+def backbone_arch(arch: families.Variant, shapes: dict[str, tuple[int, ...]], where: str) -> families.Variant:
     """`arch` as the file's weights have it (head width, R(2+1)D mid widths), every backbone key strictly
     accounted for (missing, unexpected and mismatched are errors); a file without a head is allowed."""
-    classes = accounting.num_classes_of(shapes)
+    classes = accounting.num_classes_of(shapes, arch)
     variant = arch.with_classes(classes or arch.num_classes)
     variant = accounting.with_checkpoint_midplanes(variant, shapes) or variant
     report = accounting.account(variant, shapes)
     if classes is None:
-        report.missing = [k for k in report.missing if k not in HEAD_KEYS]
+        report.missing = [k for k in report.missing if k not in head_keys(arch)]
     if not report.ok:
         raise InputError(f"{where}: does not fit {arch.name}: {report.summary()}")
     return variant
 
 
-def plan(file_arch: spec.Arch, has_head: bool, include_top: bool, num_classes: int | None, where: str) -> Plan:
+def plan(file_arch: families.Variant, has_head: bool, include_top: bool, num_classes: int | None, where: str) -> Plan:
     """What to build: the file's head is kept when the top is included with the file's width; a
     different width (or a file without a head) gets a fresh head, said in one line."""
-    classes = num_classes or (file_arch.num_classes if has_head else spec.get(file_arch.name).num_classes)
+    classes = num_classes or (file_arch.num_classes if has_head else families.get(file_arch.name).num_classes)
     target = file_arch.with_classes(classes)
     if not include_top:
         return Plan(arch=target, load_head=False)
@@ -66,5 +71,5 @@ def plan(file_arch: spec.Arch, has_head: bool, include_top: bool, num_classes: i
     return Plan(arch=target, load_head=False)
 
 
-def backbone_state(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {k: v for k, v in state.items() if k not in HEAD_KEYS}
+def backbone_state(state: dict[str, np.ndarray], arch: families.Variant) -> dict[str, np.ndarray]:
+    return {k: v for k, v in state.items() if k not in head_keys(arch)}
