@@ -17,12 +17,15 @@ def source_state(arch: families.Variant, weights) -> tuple[families.Variant, dic
     path = weights_source.resolve(weights, arch)
     where = str(weights)
     if keras_suffix(path) is not None:  # read as `keras2torch` reads it (a wrapped backbone's head included)
-        from vrconvert.models_tf import nested
+        from vrconvert.models_tf import fold, nested
         from vrconvert.models_tf import weights as keras_weights
+        from vrconvert.models_tf.variables import variables_of
 
-        model = keras_weights.load_keras_model(path, arch.name)[1]
-        variant, state = nested.locate(model, arch.name)
-        return variant, state, where
+        variant, model = keras_weights.load_keras_model(path, arch.name)
+        if nested.wrapped(model) or fold.is_folded(model):  # found by its layers (a folded one is refused there)
+            variant, state = nested.locate(model, arch.name)
+            return variant, state, where
+        return variant, mapping.to_torch(variant, variables_of(model)), where  # as built: the mapping's paths
     ckpt = checkpoint.read_checkpoint(path)
     return weights_source.backbone_arch(arch, accounting.shapes_of(ckpt.state), where), ckpt.state, where
 

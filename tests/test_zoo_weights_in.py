@@ -1,6 +1,6 @@
-"""`build(weights=...)` for the zoo, on both sides, as for the ResNets: the file's head kept at its width, a
-fresh head of another width (one warning line), every backbone tensor loaded and accounted for strictly.
-S3D in the fast set; Swin3D and MViT (larger, MViT at its only size) in the slow set."""
+"""`build(weights=...)` for the zoo, on both sides, as for the ResNets, from a torch checkpoint or a `.keras`
+file: the file's head kept at its width, a fresh head of another width (one warning line), every backbone tensor loaded and accounted for strictly.
+S3D's weights in the fast set; its logits, Swin3D and MViT (MViT at its only size) in the slow set."""
 
 import warnings
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from helpers import make_checkpoint, save_state
 
-# arch, a clip (N, T, H, W, C) it takes, the torch key of its classifier's weight
+# arch, a clip (N, T, H, W, C) it takes (None: weights only, no forward pass), its classifier's weight key
 CASES = [
-    ("s3d", (1, 16, 224, 224, 3), "classifier.1.weight"),  # its pooled head needs 224 pixels
+    ("s3d", None, "classifier.1.weight"),
+    pytest.param("s3d", (1, 16, 224, 224, 3), "classifier.1.weight", marks=pytest.mark.slow),  # 224: its pooled head
     pytest.param("swin3d_t", (1, 4, 64, 64, 3), "head.weight", marks=pytest.mark.slow),
     pytest.param("mvit_v2_s", (1, 16, 224, 224, 3), "head.1.weight", marks=pytest.mark.slow),
 ]
@@ -22,18 +23,23 @@ def _rel(a, b) -> float:
 
 @pytest.mark.parametrize(("arch", "clip_shape", "head_key"), CASES)
 def test_zoo_weights_in_on_both_sides(arch, clip_shape, head_key, tmp_path, keras, torch):
-    from vrconvert import models_tf, models_torch
+    from vrconvert import models_tf, models_torch, torch_to_keras
     from vrconvert.converter.errors import InputError
 
     model, state = make_checkpoint(arch, 400, seed=4)
     path = tmp_path / f"{arch}.pth"
     save_state(state, path)
-    clip = np.random.default_rng(6).standard_normal(clip_shape).astype(np.float32)
-    with torch.no_grad():
-        expected = model(torch.from_numpy(clip.transpose(0, 4, 1, 2, 3))).numpy()
-
     full = models_tf.build(arch, weights=str(path))  # the file's head, at the file's width
-    assert _rel(keras.ops.convert_to_numpy(full(clip)), expected) < 1e-5
+    if clip_shape is not None:
+        clip = np.random.default_rng(6).standard_normal(clip_shape).astype(np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(clip.transpose(0, 4, 1, 2, 3))).numpy()
+        assert _rel(keras.ops.convert_to_numpy(full(clip)), expected) < 1e-5
+    torch_to_keras(path, tmp_path / f"{arch}.keras", validate=False)
+    from_keras = models_tf.build(arch, weights=str(tmp_path / f"{arch}.keras"))  # the same weights, from Keras
+    for a, b in zip(from_keras.weights, full.weights, strict=True):
+        assert a.path == b.path
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
