@@ -68,3 +68,17 @@ def test_zoo_weights_in_on_both_sides(arch, clip_shape, head_key, tmp_path, kera
     for build in (models_tf.build, models_torch.build):
         with pytest.raises(InputError, match="missing"):
             build(arch, weights=str(tmp_path / "broken.pth"))
+
+
+def test_a_users_head_around_a_zoo_backbone_is_refused_in_one_line():
+    """A Dense head after pooling does not compute S3D's classifier (a 1x1x1 conv between its (2, 7, 7)
+    average pool and a mean), nor the transformers' heads in torchvision's layout: said, not guessed."""
+    from vrconvert.converter.arch import heads
+    from vrconvert.converter.errors import InputError
+
+    backbone = [heads.Weighted(name="features_0_0_0", kind="Conv3D", shapes={"kernel": (1, 7, 7, 3, 64)})]
+    user_head = heads.Weighted(name="mine", kind="Dense", shapes={"kernel": (1024, 3), "bias": (3,)})
+    with pytest.raises(InputError, match="layer mine: a head of a user's own is read back on the video ResNets only"):
+        heads.renamed([*backbone, user_head], "mine")
+    resnet = [heads.Weighted(name="stem_0", kind="Conv3D", shapes={"kernel": (3, 7, 7, 3, 45)}), user_head]
+    assert heads.renamed(resnet, "mine")["fc/kernel"] == (1024, 3)

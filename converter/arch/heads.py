@@ -16,6 +16,7 @@ from vrconvert.converter.arch.layers import keras_name
 from vrconvert.converter.errors import InputError
 
 HEAD = "fc"  # torchvision's name for the classifier, and the Keras builder's
+RESNET_PREFIXES = ("stem_", "layer1_")  # the video ResNets' Keras layer names (the family a user's head fits)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,11 @@ def renamed(layers: list[Weighted], head: str | None) -> dict[str, tuple[int, ..
     `fc` beside another chosen head is refused in one line (torch's model has room for one)."""
     shapes: dict[str, tuple[int, ...]] = {}
     rename = head is not None and head not in head_names()  # a network's own classifier keeps its name
+    if rename and not any(layer.name.startswith(RESNET_PREFIXES) for layer in layers):
+        raise InputError(
+            f"layer {head}: a head of a user's own is read back on the video ResNets only; for the other families "
+            "keep the network's own classifier: models_tf.build(arch, weights=..., num_classes=K)"
+        )
     for layer in layers:
         name = HEAD if rename and layer.name == head else layer.name
         if name == HEAD and layer.name != head and rename:
