@@ -6,33 +6,15 @@ Source: Debian's opencv-doc 4.6.0+dfsg-12, usr/share/doc/opencv-doc/examples/dat
 
     python tools/make_sample_clip.py x/usr/share/doc/opencv-doc/examples/data/vtest.avi converter/data/vtest_clip.mp4
 
-The clip: frames 100..139 (4 s), scaled to 320x240, H.264 in MP4.
+The clip: frames 100..139 (4 s at vtest's 10 fps), scaled to 320x240, H.264 (CRF 23) in MP4.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-import av
-
-FIRST, COUNT, WIDTH, HEIGHT = 100, 40, 320, 240
-
-
-def main(src: str, dst: str) -> None:
-    with av.open(src) as inp, av.open(dst, "w") as out:
-        rate = inp.streams.video[0].average_rate
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryslow"}
-        for i, frame in enumerate(inp.decode(video=0)):
-            if i >= FIRST + COUNT:
-                break
-            if i >= FIRST:
-                small = frame.reformat(width=WIDTH, height=HEIGHT, format="yuv420p", interpolation="AREA")
-                small.pts = None
-                out.mux(stream.encode(small))
-        out.mux(stream.encode())
-
+from make_test_clips import make
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    make(Path(sys.argv[1]), Path(sys.argv[2]), first=100, count=40, rate=10, width=320, height=240, crf=23)

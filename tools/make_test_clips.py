@@ -27,11 +27,12 @@ CLIPS = {
 }
 
 
-def make(src: Path, dst: Path, first: int, count: int, rate: int, width: int, height: int) -> None:
+def make(src: Path, dst: Path, first: int, count: int, rate: int, width: int, height: int, crf: int = 26) -> None:
+    """Frames first..first+count-1 of `src`, scaled to width x height, as H.264 at `rate` frames a second."""
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         stream = out.add_stream("libx264", rate=Fraction(rate))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "26", "preset": "veryslow"}
+        stream.options = {"crf": str(crf), "preset": "veryslow"}
         for i, frame in enumerate(inp.decode(video=0)):
             if i >= first + count:
                 break
