@@ -29,6 +29,7 @@ from vrconvert.converter.training.callbacks import write_json
 
 RUN = "run.json"
 PRECISIONS = ("float32", "mixed_bfloat16")
+OPTIMIZERS = ("sgd", "adam")
 HEAD_STAGES = ("avgpool", "fc")
 # the settings a resumed run must share with the run it continues (epochs may grow)
 FIXED = (
@@ -55,6 +56,7 @@ class Settings:
     size: int = 112
     clips: int = 1
     freeze_until: str | None = None
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     val_split: float = 0.2
@@ -123,6 +125,8 @@ def detect_arch(weights) -> str:
 
 
 def _check(settings: Settings) -> None:
+    if settings.optimizer not in OPTIMIZERS:
+        raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {settings.optimizer!r}")
     if settings.precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {settings.precision!r}")
     for name in ("epochs", "batch_size", "frames", "size", "clips"):
@@ -263,8 +267,12 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
         for layer in model.layers:
             if layer.name.split("_")[0] in frozen:
                 layer.trainable = False  # Keras' semantics: a frozen BatchNorm runs in inference mode
+    if settings.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(settings.lr)
+    else:
+        optimizer = keras.optimizers.SGD(settings.lr, momentum=settings.momentum)
     model.compile(
-        optimizer=keras.optimizers.SGD(settings.lr, momentum=settings.momentum),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
