@@ -121,13 +121,15 @@ def test_a_linear_head_on_a_frozen_backbone_separates_three_real_videos(videos, 
     assert np.abs(keras_logits - torch_logits).max() / np.abs(torch_logits).max() <= 1e-5
 
 
+@pytest.mark.slow  # about 2.5 min under load: two CLI runs and a checkpoint load
 def test_killed_with_sigkill_and_resumed(videos, recipe, tmp_path):
-    """The whole network trains; SIGKILL once the first epoch's checkpoint exists; `--resume` restores the
-    weights, the optimizer's state and step count and the epoch, and ends as an uninterrupted run would."""
+    """layer4 and the head train (momentum state to restore); SIGKILL once the first epoch's checkpoint
+    exists; `--resume` restores the weights, the optimizer's state and step count and the epoch, and ends
+    with the files and the epoch count of an uninterrupted run."""
     import keras
 
     out = tmp_path / "run"
-    args = [videos, out, "--weights", recipe, "--epochs", 3, "--lr", 1e-5]
+    args = [videos, out, "--weights", recipe, "--epochs", 2, "--lr", 1e-5, "--freeze-until", "layer3"]
     args += [x for k, v in SMALL.items() for x in (f"--{k.replace('_', '-')}", v)]
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     proc = subprocess.Popen(
@@ -150,10 +152,10 @@ def test_killed_with_sigkill_and_resumed(videos, recipe, tmp_path):
 
     resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed after epoch 1" in resumed.stdout or "resumed after epoch 2" in resumed.stdout
+    assert "2 epochs, resumed after epoch " in resumed.stdout
     assert {p.name for p in out.iterdir()} == FILES
     history = json.loads((out / "history.json").read_text())["epochs"]
-    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert [e["epoch"] for e in history] == [1, 2]
     assert all(np.isfinite(e["loss"]) for e in history)
     assert "warning" not in resumed.stderr.lower() and "tensorflow" not in resumed.stderr.lower()
 

@@ -146,24 +146,34 @@ def finetune(videos: str | Path, out: str | Path, *, weights, resume: bool = Fal
     `options` are `Settings`' fields."""
     from vrconvert.converter.stderr import third_party_quiet
 
-    with third_party_quiet():
-        return _finetune(Path(videos), Path(out), weights, resume, Settings(**options))
-
-
-def _finetune(videos: Path, out: Path, weights, resume: bool, settings: Settings) -> FinetuneResult:
     start = time.perf_counter()
+    settings, out = Settings(**options), Path(out)
     _check(settings)
-    resumed = None
+    record = _check_out(out, resume)  # before Keras is imported: a refusal is instant
+    with third_party_quiet():
+        return _finetune(Path(videos), out, weights, record, settings, start)
+
+
+def _check_out(out: Path, resume: bool) -> dict | None:
+    """The run record to resume, or None for a new run; refuses an OUT that does not fit."""
     if resume:
         if not (out / RUN).is_file():
             raise InputError(f"{out}: no run to resume here (no {RUN})")
         if (out / "model.pth").exists():
             raise InputError(f"{out}: this run is complete (model.keras and model.pth are there)")
-        record = json.loads((out / RUN).read_text(encoding="utf-8"))
-    elif out.exists():
+        try:
+            return json.loads((out / RUN).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{out / RUN}: unreadable ({type(exc).__name__})") from None
+    if out.exists():
         raise InputError(f"{out}: already exists (pass --resume to continue a run there)")
-    elif not out.parent.is_dir():
+    if not out.parent.is_dir():
         raise InputError(f"{out.parent}: no such directory")
+    return None
+
+
+def _finetune(videos: Path, out: Path, weights, record: dict | None, settings: Settings, start: float):
+    resume, resumed = record is not None, None
     arch = settings.arch or (record["settings"]["arch"] if resume else detect_arch(weights))
     files = dataset.scan(videos)
     split = dataset.split(files, settings.val_split)
