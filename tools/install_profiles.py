@@ -102,7 +102,7 @@ PROFILES = [
         "P6",
         "all,export,evaluate",
         {},
-        ("export", "evaluate", "validate-report"),
+        ("export", "evaluate", "validate-report", "finetune", "validate-train"),
         absent=("jax", "jaxlib"),
     ),
     Profile(

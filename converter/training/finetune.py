@@ -144,9 +144,16 @@ def finetune(videos: str | Path, out: str | Path, *, weights, resume: bool = Fal
     """Fine-tunes `weights` (a file vrconvert reads, or "kinetics400" with `arch`) on the class folders
     in `videos`; writes OUT/model.keras, OUT/model.pth, OUT/history.json and OUT/curves.html.
     `options` are `Settings`' fields."""
+    import importlib.util
+
     from vrconvert.converter.stderr import third_party_quiet
 
     start = time.perf_counter()
+    if importlib.util.find_spec("torch") is None:  # said before hours of training, not at the end
+        raise InputError(
+            "finetune writes model.pth and checks it against torch, which is not installed: "
+            "pip install 'vrconvert[torch]'"
+        )
     settings, out = Settings(**options), Path(out)
     _check(settings)
     record = _check_out(out, resume)  # before Keras is imported: a refusal is instant
