@@ -268,15 +268,17 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
     from vrconvert.models_tf.preprocessing import PREFIX
 
     network = models_tf.build(variant.name, weights=weights, num_classes=variant.num_classes)
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(settings.precision)
-    try:
-        model = models_tf.build(variant, include_preprocessing=True, input_shape=(settings.frames, None, None, 3))
-    finally:
-        keras.config.set_dtype_policy(policy)
+    model = models_tf.build(variant, include_preprocessing=True, input_shape=(settings.frames, None, None, 3))
+    if settings.precision != "float32":  # the transform (its uint8 rounding) and the head stay float32
+
+        def clone(layer):
+            keep = layer.name.startswith(PREFIX) or layer.name == "fc"
+            return layer.__class__.from_config(
+                {**layer.get_config(), "dtype": "float32" if keep else settings.precision}
+            )
+
+        model = keras.models.clone_model(model, clone_function=clone)
     for layer in model.layers:
-        if layer.name.startswith(PREFIX) or layer.name == "fc":  # the transform and the head stay float32
-            layer.dtype_policy = "float32"
         if layer.weights:
             layer.set_weights(network.get_layer(layer.name).get_weights())
     if settings.freeze_until is not None:
