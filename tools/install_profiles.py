@@ -413,15 +413,13 @@ def check_finetune(v: Venv, fx: Fixtures) -> None:
 
 
 def check_validate_train(v: Venv, fx: Fixtures) -> None:
-    """One SGD step in torch and Keras from the same weights: logits, loss and BatchNorm statistics judged."""
-    got, out, err, _ = run(
-        [str(v.path / "bin" / "vrconvert"), "validate", str(fx.checkpoint), str(fx.keras), "--train", "--steps", "1",
-         "--frames", "4", "--size", "32x32", "--json"], env=v.profile.env, cwd=v.scratch, log=v.log,
-    )  # fmt: skip
-    noise = [line for line in err.splitlines() if THIRD_PARTY.search(line)]
-    expect(got in (0, 1) and not noise, f"validate --train: exit {got}: {err.strip()[-400:]}")
+    """One SGD step in torch and Keras from the same weights: logits, loss, every gradient, weight and
+    BatchNorm statistic judged against float64 torch (passes for this mc3_18 pair at 4x32x32 on TensorFlow)."""
+    out, _ = v.vrconvert("validate", str(fx.checkpoint), str(fx.keras), "--train", "--steps", "1", "--frames", "4",
+                         "--size", "32x32", "--json")  # fmt: skip
     report = json.loads(out)
-    expect(report["passed"] is (got == 0), f"validate --train: exit {got} disagrees with its report")
+    backend = v.profile.env.get("KERAS_BACKEND", "tensorflow")
+    expect(report["passed"] is True and report["backend"] == backend, f"validate --train: {report}")
 
 
 CHECKS: dict[str, Callable[[Venv, Fixtures], None]] = {
