@@ -449,7 +449,7 @@ REFUSALS: dict[str, Callable[[Venv, Fixtures], list[str]]] = {
     "validate": lambda v, fx: ["validate", str(fx.checkpoint), str(fx.keras)],
     "predict": lambda v, fx: ["predict", str(fx.video), str(fx.keras)],
     "inspect-keras": lambda v, fx: ["inspect", str(fx.keras)],
-    "finetune": lambda v, fx: ["finetune", str(_class_folders(v, fx)), "refused", "--weights", str(fx.checkpoint)],
+    "finetune": lambda v, fx: ["finetune", str(_class_folders(v, fx)), "refused.d", "--weights", str(fx.checkpoint)],
     "validate-train": lambda v, fx: ["validate", str(fx.checkpoint), str(fx.keras), "--train"],
 }
 
