@@ -256,3 +256,27 @@ def test_mixed_bfloat16_trains_with_a_float32_head_and_transform(videos, recipe,
     assert np.isfinite(result.epochs[0]["loss"])
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}  # model.keras is float32
+
+
+def test_the_python_api_keeps_tensorflow_off_stderr(videos, recipe, tmp_path):
+    """`vrconvert.finetune` imports Keras (and TensorFlow) quietly, as the command does: a call that fails
+    after that import leaves nothing on stderr but what the caller prints."""
+    bad = tmp_path / "one"
+    (bad / "a").mkdir(parents=True)
+    (bad / "a" / "x.mp4").write_bytes((videos / CLASSES[0] / "part0.mp4").read_bytes())
+    code = (
+        "import sys, vrconvert\n"
+        "from vrconvert.converter.errors import InputError\n"
+        f"try: vrconvert.finetune({str(bad)!r}, {str(tmp_path / 'out')!r}, weights={str(recipe)!r})\n"
+        "except InputError: pass\n"
+        "assert 'tensorflow' in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "VRCONVERT_DEBUG")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**env, "KERAS_BACKEND": "tensorflow"},
+    )
+    assert done.returncode == 0 and done.stderr == ""
