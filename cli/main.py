@@ -13,6 +13,7 @@ from .demo import demo
 from .errors import run_guarded
 from .evaluate import evaluate
 from .export import export
+from .finetune import finetune
 from .inspect import inspect, mapping_cmd
 from .keras2keras import keras2keras
 from .predict import predict
@@ -33,6 +34,7 @@ COMMANDS = (
     keras2keras,
     export,
     validate,
+    finetune,
     predict,
     evaluate,
     inspect,

@@ -31,3 +31,24 @@ def fd2_silenced(env: dict[str, str] | None = None) -> Iterator[None]:
         os.close(null)
         for key in added:
             os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
+def third_party_quiet() -> Iterator[None]:
+    """For a Python API call, what the CLI does for a command: Keras (and TensorFlow under it) imported
+    with its C++ start-up logging silenced (TensorFlow keeps the quiet log level it read then, so its
+    graph optimiser's lines stay off too), and third-party Python warnings dropped for the call;
+    vrconvert's own warnings stay. Nothing changes under VRCONVERT_DEBUG=1, nor where the user set
+    TF_CPP_MIN_LOG_LEVEL or Keras was imported already."""
+    import warnings
+
+    if os.environ.get("VRCONVERT_DEBUG") == "1":
+        yield
+        return
+    if "keras" not in sys.modules and "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
+        with fd2_silenced({"TF_CPP_MIN_LOG_LEVEL": "3"}):
+            import keras  # noqa: F401
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("default", module=r"vrconvert(\.|$)")
+        yield

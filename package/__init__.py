@@ -84,3 +84,11 @@ def keras_to_state_dict(model, arch: str | None = None, head: str | None = None)
     from vrconvert.converter.conversion.convert import keras_to_state_dict as run
 
     return run(model, arch, head)
+
+
+def finetune(videos, out, *, weights, **options):
+    """Fine-tunes `weights` on class folders of videos: OUT/model.keras, OUT/model.pth and the curves (see
+    converter.training.finetune); TensorFlow's start-up lines and third-party warnings stay off stderr."""
+    from vrconvert.converter.training.finetune import finetune as run
+
+    return run(videos, out, weights=weights, **options)

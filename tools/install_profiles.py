@@ -72,7 +72,7 @@ PROFILES = [
         "all",
         {},
         ("help", "list", "mapping", "inspect-pth", "t2k-novalidate", "t2k", "inspect-keras", "k2t", "validate",
-         "predict", "build"),
+         "predict", "build", "finetune", "validate-train"),
         absent=("jax", "jaxlib", "scipy"),
     ),
     Profile(
@@ -80,28 +80,29 @@ PROFILES = [
         "tensorflow,video",
         {},
         ("help", "inspect-pth", "t2k-novalidate", "inspect-keras", "predict"),
-        refuses=(("k2t", "torch"), ("validate", "torch"), ("t2k", "torch")),
+        refuses=(("k2t", "torch"), ("validate", "torch"), ("t2k", "torch"), ("finetune", "torch"),
+                 ("validate-train", "torch")),
         absent=("torch", "jax", "scipy"),
     ),
     Profile(
         "P3",
         "torch,keras,video",
         {"KERAS_BACKEND": "torch"},
-        ("help", "t2k", "k2t", "validate", "predict"),
+        ("help", "t2k", "k2t", "validate", "predict", "finetune", "validate-train"),
         absent=("tensorflow-cpu", "tensorflow", "jax", "scipy"),
     ),
     Profile(
         "P4",
         "torch,jax,video",
         {"KERAS_BACKEND": "jax"},
-        ("help", "t2k", "k2t", "validate", "predict"),
+        ("help", "t2k", "k2t", "validate", "predict", "finetune", "validate-train"),
         absent=("tensorflow-cpu", "tensorflow"),
     ),
     Profile(
         "P6",
         "all,export,evaluate",
         {},
-        ("export", "evaluate", "validate-report"),
+        ("export", "evaluate", "validate-report", "finetune", "validate-train"),
         absent=("jax", "jaxlib"),
     ),
     Profile(
@@ -393,6 +394,42 @@ def check_validate_report(v: Venv, fx: Fixtures) -> None:
     expect("data:image/png;base64," in (v.scratch / "validate.html").read_text(), "validate --report: no figure")
 
 
+def _class_folders(v: Venv, fx: Fixtures) -> Path:
+    """Two classes of two copies each of the packaged clip: enough for the command to run end to end."""
+    videos = v.scratch / "classes"
+    for label in ("a", "b"):
+        (videos / label).mkdir(parents=True, exist_ok=True)
+        for i in (1, 2):
+            shutil.copy(fx.video, videos / label / f"clip{i}.mp4")
+    return videos
+
+
+FINETUNE = ["--epochs", "1", "--frames", "4", "--size", "32", "--batch-size", "2", "--val-split", "0.5", "--lr", "1e-4"]
+
+
+def check_finetune(v: Venv, fx: Fixtures) -> None:
+    """One epoch from the checkpoint's backbone, a fresh 2-class head: model.pth in torchvision's layout."""
+    out = v.scratch / "finetuned"
+    doc = json.loads(v.vrconvert("finetune", str(_class_folders(v, fx)), str(out), "--weights", str(fx.checkpoint),
+                                 *FINETUNE, "--json")[0])  # fmt: skip
+    expect([e["epoch"] for e in doc["epochs"]] == [1] and doc["classes"] == ["a", "b"], f"finetune: {doc}")
+    expect(doc["parity_max_rel_diff"] <= 1e-4, f"finetune: model.keras and model.pth differ: {doc}")
+    back = read_state(out / "model.pth")
+    expect(set(back) == set(fx.state) and back["fc.weight"].shape == (2, fx.state["fc.weight"].shape[1]), "finetune")
+    expect({p.name for p in out.iterdir()} == {"model.keras", "model.pth", "history.json", "curves.html", "run.json"},
+           f"finetune: {sorted(p.name for p in out.iterdir())}")  # fmt: skip
+
+
+def check_validate_train(v: Venv, fx: Fixtures) -> None:
+    """One SGD step in torch and Keras from the same weights: logits, loss, every gradient, weight and
+    BatchNorm statistic judged against float64 torch (passes for this mc3_18 pair at 4x32x32 on TensorFlow)."""
+    out, _ = v.vrconvert("validate", str(fx.checkpoint), str(fx.keras), "--train", "--steps", "1", "--frames", "4",
+                         "--size", "32x32", "--json")  # fmt: skip
+    report = json.loads(out)
+    backend = v.profile.env.get("KERAS_BACKEND", "tensorflow")
+    expect(report["passed"] is True and report["backend"] == backend, f"validate --train: {report}")
+
+
 CHECKS: dict[str, Callable[[Venv, Fixtures], None]] = {
     "help": check_help,
     "list": check_list,
@@ -408,6 +445,8 @@ CHECKS: dict[str, Callable[[Venv, Fixtures], None]] = {
     "export": check_export,
     "evaluate": check_evaluate,
     "validate-report": check_validate_report,
+    "finetune": check_finetune,
+    "validate-train": check_validate_train,
 }
 
 # The same commands where the profile lacks what they need: (arguments, given the fixtures)
@@ -418,6 +457,8 @@ REFUSALS: dict[str, Callable[[Venv, Fixtures], list[str]]] = {
     "validate": lambda v, fx: ["validate", str(fx.checkpoint), str(fx.keras)],
     "predict": lambda v, fx: ["predict", str(fx.video), str(fx.keras)],
     "inspect-keras": lambda v, fx: ["inspect", str(fx.keras)],
+    "finetune": lambda v, fx: ["finetune", str(_class_folders(v, fx)), "refused.d", "--weights", str(fx.checkpoint)],
+    "validate-train": lambda v, fx: ["validate", str(fx.checkpoint), str(fx.keras), "--train"],
 }
 
 

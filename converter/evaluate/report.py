@@ -69,6 +69,12 @@ TEMPLATE = """\
 <tr><th>video</th><th>label</th><th>torch top-1</th><th>Keras top-1</th><th>top-1</th><th>top-5</th><th>max rel</th><th>cosine</th><th>failure</th></tr>
 {%- for v in videos %}<tr><td>{{ v.key }}</td><td>{{ cell(v.label) }}</td><td>{{ cell(v.torch) }}</td><td>{{ cell(v.keras) }}</td><td>{{ cell(v.top1) }}</td><td>{{ cell(v.top5) }}</td><td>{{ cell(v.rel) }}</td><td>{% if v.cosine is float %}{{ "%.9f" | format(v.cosine) }}{% else %}{{ cell(v.cosine) }}{% endif %}</td><td>{% if v.error is not none %}<span class="bad why">{{ v.error }}</span>{% endif %}</td></tr>{% endfor -%}
 </table></div>
+{%- elif kind == "finetune" %}
+<p>{{ run.arch }} from {{ run.weights }}: {{ run.classes | length }} classes ({{ run.classes | join(", ") }}), {{ run.train_clips }} training and {{ run.val_clips }} validation clips of {{ run.frames }} frames at {{ run.size }}x{{ run.size }}.</p>
+<h2>Curves</h2>{{ figure }}
+<h2>Every epoch</h2><table class=""><tr><th>epoch</th><th>loss</th><th>accuracy</th><th>val loss</th><th>val accuracy</th><th>seconds</th></tr>
+{%- for e in epochs %}<tr><td>{{ e.epoch }}</td><td>{{ cell(e.loss) }}</td><td>{{ cell(e.accuracy) }}</td><td>{{ cell(e.val_loss) }}</td><td>{{ cell(e.val_accuracy) }}</td><td>{{ "%.1f" | format(e.seconds) }}</td></tr>{% endfor -%}
+</table>
 {%- else %}
 <p>{{ report.torch_file }} vs {{ report.keras_file }}: {{ report.arch }}, {{ report.num_classes }} classes, tolerance {{ report.tolerance | g }}.</p>
 {%- if report.passed %}<p class="good">parity PASS</p>{% else %}<p class="bad">parity FAIL{% if nonfinite %}: {{ nonfinite }} NaN/Inf logits{% endif %}</p>{% endif %}
@@ -306,4 +312,29 @@ def validation_page(report: dict, profile: dict | None, out: str | Path) -> None
         _render(
             kind="validate", title="vrconvert validate", report=report, profile=_profile(profile), nonfinite=nonfinite
         ),
+    )
+
+
+def training_curves(epochs: list[dict]):
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    plt = _pyplot()
+    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 3.6))
+    numbers = [e["epoch"] for e in epochs]
+    for ax, key in ((loss, "loss"), (accuracy, "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = [e.get(prefix + key) for e in epochs]
+            if any(v is not None for v in values):
+                ax.plot(numbers, [math.nan if v is None else v for v in values], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.legend()
+    accuracy.set_ylim(-0.02, 1.02)
+    return _png(fig)
+
+
+def training_page(run: dict, epochs: list[dict], out: str | Path) -> None:
+    """`vrconvert finetune`'s page: the run's settings, the curves and the per-epoch figures."""
+    _write(
+        Path(out),
+        _render(kind="finetune", title="vrconvert finetune", run=run, epochs=epochs, figure=training_curves(epochs)),
     )
