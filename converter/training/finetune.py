@@ -189,12 +189,7 @@ def _finetune(videos: Path, out: Path, weights, record: dict | None, settings: S
     if settings.freeze_until is not None and settings.freeze_until not in names:
         raise InputError(f"--freeze-until must be one of {', '.join(names)}, not {settings.freeze_until!r}")
     if resume:
-        mine = {"settings": _fixed(settings, arch), "split": split.as_dict()}
-        for key in ("settings", "split"):
-            theirs = record[key] if key == "split" else {k: record[key].get(k) for k in FIXED}
-            if mine[key] != theirs:
-                what = [k for k in FIXED if mine[key].get(k) != theirs.get(k)] if key == "settings" else ["the videos"]
-                raise InputError(f"{out}: the run there was started with other {', '.join(what)}; resume with the same")
+        _same_run(record, {"settings": _fixed(settings, arch), "split": split.as_dict()}, out)
     decode = {"frames": settings.frames, "clips": settings.clips, "preprocessing": variant.preprocessing}
     train = dataset.decode(videos, split.train, workers=settings.workers, **decode)
     val = dataset.decode(videos, split.val, workers=settings.workers, **decode) if split.val else None
@@ -225,8 +220,6 @@ def _finetune(videos: Path, out: Path, weights, record: dict | None, settings: S
             verbose=settings.verbose,
         )
     parity = finish(model, variant, out, val or train)
-    from vrconvert.converter.evaluate import report
-
     run = {
         "arch": arch,
         "weights": str(weights),
@@ -236,12 +229,28 @@ def _finetune(videos: Path, out: Path, weights, record: dict | None, settings: S
         "frames": settings.frames,
         "size": settings.size,
     }
+    return _report(out, run, history, resumed=resumed, parity=parity, start=start)
+
+
+def _same_run(record: dict, mine: dict, out: Path) -> None:
+    """A resumed run must have the settings and the split of the run it continues."""
+    for key in ("settings", "split"):
+        theirs = record[key] if key == "split" else {k: record[key].get(k) for k in FIXED}
+        if mine[key] != theirs:
+            what = [k for k in FIXED if mine[key].get(k) != theirs.get(k)] if key == "settings" else ["the videos"]
+            raise InputError(f"{out}: the run there was started with other {', '.join(what)}; resume with the same")
+
+
+def _report(out: Path, run: dict, history: list, *, resumed, parity: float, start: float) -> FinetuneResult:
+    """The curves page, the checkpoints gone, and what the run did."""
+    from vrconvert.converter.evaluate import report
+
     report.training_page(run, history, out / "curves.html")
     shutil.rmtree(out / callbacks.CHECKPOINTS, ignore_errors=True)
     return FinetuneResult(
         out=str(out),
-        arch=arch,
-        classes=split.classes,
+        arch=run["arch"],
+        classes=tuple(run["classes"]),
         train_clips=run["train_clips"],
         val_clips=run["val_clips"],
         epochs=history,
