@@ -52,7 +52,9 @@ def markdown(doc: dict) -> str:
     lines = [
         f"Measured {doc['date']} on {describe(m)}, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f"; {doc['mode']}: rounds per batch {doc['rounds']}, {doc['wall_s'] / 60:.0f} min in all.",
+        + f"; {doc['mode']} run, "
+        + ", ".join(f"batch {b}: {n} round{'s' * (n > 1)}" for b, n in doc["rounds"].items())
+        + f" (after one untimed call), {doc['wall_s'] / 60:.0f} min in all.",
         "",
         f"| inference, {FRAMES}x{SIZE}x{SIZE} | batch | rounds | torch s/clip | Keras s/clip | Keras/torch | target | "
         "torch GFLOP/s (% peak) | Keras GFLOP/s (% peak) | max rel diff |",
