@@ -194,11 +194,11 @@ def main() -> None:
     if args.serve:
         serve(args.serve)
         return
+    rounds = args.rounds if args.rounds is not None else 2 if args.quick else 5
+    if min(rounds, args.batch, args.frames, args.size) < 1:
+        parser.error("rounds, batch, frames and size must be at least 1")
     from run import ENV, machine
 
-    rounds = args.rounds or (2 if args.quick else 5)
-    if rounds < 1:
-        parser.error("at least one round")
     start = time.perf_counter()
     doc = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "mode": "quick" if args.quick else "full"}
     doc["rows"] = measure(args.arch, args.batch, args.frames, args.size, rounds, ENV)

@@ -102,9 +102,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     batches = args.batch or ([1] if args.quick else [1, 8])
-    rounds = {b: (args.rounds or (1 if args.quick else 3)) if b == 1 else (args.rounds8 or 1) for b in batches}
-    if min(rounds.values()) < 1:
-        parser.error("at least one round per batch")
+    if min(n for n in (args.rounds, args.rounds8, *batches) if n is not None) < 1:
+        parser.error("batches and rounds must be at least 1")
+    one = args.rounds if args.rounds is not None else 1 if args.quick else 3
+    rounds = {b: one if b == 1 else args.rounds8 if args.rounds8 is not None else 1 for b in batches}
     doc = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
