@@ -18,6 +18,7 @@ line on the descriptor it was started with (its stdout; the libraries' own outpu
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -67,9 +68,35 @@ def macs_per_clip(arch: str, frames: int = FRAMES, size: int = SIZE) -> int:
     return total
 
 
-def clip(batch: int) -> np.ndarray:
+def clip(batch: int, frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
     """The timed input, torch layout (N, 3, T, H, W); every side draws the same one."""
-    return np.random.default_rng(0).standard_normal((batch, 3, FRAMES, SIZE, SIZE)).astype(np.float32)
+    return np.random.default_rng(0).standard_normal((batch, 3, frames, size, size)).astype(np.float32)
+
+
+def recipe(state: dict) -> dict:
+    """Weights drawn by the zoo oracle's numpy recipe (fan-in scaled weights, BatchNorm statistics away
+    from identity, small tables), in the model's own key order; non-float buffers kept. torch's default
+    initialisation leaves some zoo models' logits at their bias alone (the input's signal dies out), so
+    a comparison of outputs would compare nothing; the time is the same either way."""
+    rng = np.random.default_rng(11)
+    out = {}
+    for key, value in state.items():
+        shape = tuple(value.shape)
+        if not value.is_floating_point():
+            out[key] = value.numpy()
+            continue
+        if key.endswith("running_mean"):
+            drawn = rng.normal(0.0, 0.1, shape)
+        elif key.endswith("running_var") or (key.endswith(".weight") and len(shape) == 1):
+            drawn = rng.uniform(0.5, 1.5, shape)
+        elif key.endswith(".bias"):
+            drawn = rng.normal(0.0, 0.1, shape)
+        elif key.endswith(".weight"):
+            drawn = rng.normal(0.0, np.sqrt((2.0 if len(shape) >= 3 else 1.0) / np.prod(shape[1:])), shape)
+        else:
+            drawn = rng.normal(0.0, 0.02, shape)
+        out[key] = drawn.astype(np.float32)
+    return out
 
 
 # ---- the workers ---------------------------------------------------------------------------------------
@@ -80,11 +107,11 @@ def _torch_side():
 
     from vrconvert import models_torch
 
-    def load(arch: str, state: str):
+    def load(arch: str, state: str, weights: str = "torch"):
         if not os.path.exists(state):  # the torch side draws the weights; every Keras side reads them
             torch.manual_seed(0)
-            model = models_torch.build(arch)
-            np.savez(state, **{k: v.numpy() for k, v in model.state_dict().items()})
+            drawn = models_torch.build(arch).state_dict()
+            np.savez(state, **(recipe(drawn) if weights == "recipe" else {k: v.numpy() for k, v in drawn.items()}))
         with np.load(state) as z:
             model = models_torch.build(arch)
             model.load_state_dict({k: torch.from_numpy(z[k]) for k in z.files})
@@ -106,7 +133,7 @@ def _keras_side(backend: str):
     import vrconvert
     from vrconvert.models_tf import predictor
 
-    def load(arch: str, state: str):
+    def load(arch: str, state: str, weights: str = "torch"):
         with np.load(state) as z:
             model = vrconvert.state_dict_to_keras({k: z[k] for k in z.files}, arch)
         run_keras = predictor(model)
@@ -122,14 +149,17 @@ def serve(side: str) -> None:
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
     load = _torch_side() if side == "torch" else _keras_side(side.removeprefix("keras-"))
     run = None
-    inputs: dict[int, np.ndarray] = {}
+    inputs: dict[tuple[int, int, int], np.ndarray] = {}
     for line in sys.stdin:
         command = json.loads(line)
         start = time.perf_counter()
         if command["op"] == "load":
-            run, inputs = load(command["arch"], command["state"]), {}
+            run, inputs = None, {}
+            gc.collect()  # the last model goes before the next is built (the zoo's are large)
+            run = load(command["arch"], command["state"], command.get("weights", "torch"))
         else:
-            x = inputs.setdefault(command["batch"], clip(command["batch"]))
+            shape = (command["batch"], command.get("frames", FRAMES), command.get("size", SIZE))
+            x = inputs.setdefault(shape, clip(*shape))
             out = run(x)
             if command.get("save"):
                 np.save(command["save"], out)
@@ -142,25 +172,42 @@ def serve(side: str) -> None:
 class Side:
     """One worker process."""
 
-    def __init__(self, side: str, env: dict) -> None:
+    def __init__(self, side: str, env: dict, script: Path | None = None) -> None:
         self.name = side
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve", side]
+        command = [sys.executable, str(script or Path(__file__).resolve()), "--serve", side]
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
-    def ask(self, **command) -> float:
+    def reply(self, **command) -> dict:
         self.proc.stdin.write(json.dumps(command) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the {self.name} worker exited ({self.proc.wait()})")
-        return json.loads(line)["seconds"]
+        return json.loads(line)
+
+    def ask(self, **command) -> float:
+        return self.reply(**command)["seconds"]
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
 
 
-def measure(archs, batches, reps: int, env: dict) -> list[dict]:
+def measure(
+    archs,
+    batches,
+    reps: int,
+    env: dict,
+    *,
+    frames: int = FRAMES,
+    size: int = SIZE,
+    gmacs=None,
+    rounds=None,
+    weights: str = "torch",
+) -> list[dict]:
+    """Rows per arch, batch and Keras backend. `gmacs` (arch -> GMAC per clip) replaces the layer-record
+    count (the zoo's published figures); `rounds` (batch -> rounds) overrides `reps` for a batch;
+    `weights="recipe"` draws the weights by `recipe` instead of torch's initialisation."""
     names = ["torch"] + [f"keras-{b}" for b in KERAS_BACKENDS]
     sides = [Side(n, env) for n in names]
     rows = []
@@ -168,17 +215,19 @@ def measure(archs, batches, reps: int, env: dict) -> list[dict]:
         with tempfile.TemporaryDirectory() as tmp:
             for arch in archs:
                 state = os.path.join(tmp, f"{arch}.npz")
-                prepare = {s.name: s.ask(op="load", arch=arch, state=state) for s in sides}
-                gmacs = macs_per_clip(arch) / 1e9
+                prepare = {s.name: s.ask(op="load", arch=arch, state=state, weights=weights) for s in sides}
+                work = gmacs[arch] if gmacs else macs_per_clip(arch) / 1e9
                 for batch in batches:
+                    shape = {"batch": batch, "frames": frames, "size": size}
                     first = {}
                     for s in sides:  # the first call traces/compiles this shape; its output is compared
-                        first[s.name] = s.ask(op="run", batch=batch, save=os.path.join(tmp, f"{s.name}.npy"))
+                        first[s.name] = s.ask(op="run", **shape, save=os.path.join(tmp, f"{s.name}.npy"))
                     outputs = {s.name: np.load(os.path.join(tmp, f"{s.name}.npy")) for s in sides}
                     times: dict[str, list[float]] = {s.name: [] for s in sides}
-                    for rep in range(reps):
+                    batch_reps = (rounds or {}).get(batch, reps)
+                    for rep in range(batch_reps):
                         for s in sides[rep % len(sides) :] + sides[: rep % len(sides)]:
-                            times[s.name].append(s.ask(op="run", batch=batch))
+                            times[s.name].append(s.ask(op="run", **shape))
                     torch_s = statistics.median(times["torch"])
                     expected = outputs["torch"]
                     for backend in KERAS_BACKENDS:
@@ -189,12 +238,13 @@ def measure(archs, batches, reps: int, env: dict) -> list[dict]:
                                 "arch": arch,
                                 "batch": batch,
                                 "keras_backend": backend,
-                                "reps": reps,
-                                "gmacs_per_clip": gmacs,
+                                "reps": batch_reps,
+                                "clip": [frames, size, size],
+                                "gmacs_per_clip": work,
                                 "torch_s_per_clip": torch_s / batch,
                                 "keras_s_per_clip": keras_s / batch,
-                                "torch_gflops": 2 * gmacs * batch / torch_s,
-                                "keras_gflops": 2 * gmacs * batch / keras_s,
+                                "torch_gflops": 2 * work * batch / torch_s,
+                                "keras_gflops": 2 * work * batch / keras_s,
                                 "ratio": keras_s / torch_s,
                                 "torch_spread": [min(times["torch"]) / batch, max(times["torch"]) / batch],
                                 "keras_spread": [min(times[name]) / batch, max(times[name]) / batch],

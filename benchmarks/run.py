@@ -10,6 +10,9 @@ I/O floor's wall time with peak RSS <= 1.5 GB; validate's overhead <= 15% over i
 Inference alone (about 10-15 minutes on an idle 2-core machine): `.venv/bin/python benchmarks/run.py --only inference`.
 The file commands in the P1 and P2 installs against their floors (fresh venvs from the wheel):
 `--only files` (benchmarks/files.py, its own table benchmarks/files.md).
+The zoo's inference at 16x224x224 (s3d, swin3d_t, swin3d_b, mvit_v1_b, mvit_v2_s; about half an hour
+idle): `--only zoo` (benchmarks/zoo.py, benchmarks/zoo.md). Keras `fit` steps against torch's training
+loop: `--only training` (benchmarks/training.py, benchmarks/training.md).
 """
 
 from __future__ import annotations
@@ -380,7 +383,7 @@ def bench_evaluate() -> dict:
 
 
 IN_PROCESS_PARTS = ("inference", "conversion", "validation", "startup", "evaluate")  # results.json / results.md
-OWN_TABLE_PARTS = ("export", "preprocessing", "lowp", "files")  # each its own script and benchmarks/PART.md
+OWN_TABLE_PARTS = ("export", "preprocessing", "lowp", "files", "zoo", "training")  # each its own script and PART.md
 
 
 def arguments() -> argparse.Namespace:
