@@ -228,36 +228,36 @@ def measure(
                     for rep in range(batch_reps):
                         for s in sides[rep % len(sides) :] + sides[: rep % len(sides)]:
                             times[s.name].append(s.ask(op="run", **shape))
-                    torch_s = statistics.median(times["torch"])
-                    expected = outputs["torch"]
                     for backend in KERAS_BACKENDS:
-                        name = f"keras-{backend}"
-                        keras_s = statistics.median(times[name])
-                        rows.append(
-                            {
-                                "arch": arch,
-                                "batch": batch,
-                                "keras_backend": backend,
-                                "reps": batch_reps,
-                                "clip": [frames, size, size],
-                                "gmacs_per_clip": work,
-                                "torch_s_per_clip": torch_s / batch,
-                                "keras_s_per_clip": keras_s / batch,
-                                "torch_gflops": 2 * work * batch / torch_s,
-                                "keras_gflops": 2 * work * batch / keras_s,
-                                "ratio": keras_s / torch_s,
-                                "torch_spread": [min(times["torch"]) / batch, max(times["torch"]) / batch],
-                                "keras_spread": [min(times[name]) / batch, max(times[name]) / batch],
-                                "keras_prepare_s": prepare[name],
-                                "keras_first_call_s": first[name],
-                                "max_rel_diff": float(np.abs(expected - outputs[name]).max() / np.abs(expected).max()),
-                            }
-                        )
+                        common = {"arch": arch, "batch": batch, "reps": batch_reps, "clip": [frames, size, size]}
+                        rows.append(_row(backend, common, work, times, outputs, prepare, first))
                         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         for s in sides:
             s.close()
     return rows
+
+
+def _row(backend: str, common: dict, work: float, times: dict, outputs: dict, prepare: dict, first: dict) -> dict:
+    """One (arch, batch, Keras backend) row: medians per clip, achieved GFLOP/s, ratio and agreement."""
+    name, batch = f"keras-{backend}", common["batch"]
+    torch_s, keras_s = statistics.median(times["torch"]), statistics.median(times[name])
+    expected = outputs["torch"]
+    return {
+        **common,
+        "keras_backend": backend,
+        "gmacs_per_clip": work,
+        "torch_s_per_clip": torch_s / batch,
+        "keras_s_per_clip": keras_s / batch,
+        "torch_gflops": 2 * work * batch / torch_s,
+        "keras_gflops": 2 * work * batch / keras_s,
+        "ratio": keras_s / torch_s,
+        "torch_spread": [min(times["torch"]) / batch, max(times["torch"]) / batch],
+        "keras_spread": [min(times[name]) / batch, max(times[name]) / batch],
+        "keras_prepare_s": prepare[name],
+        "keras_first_call_s": first[name],
+        "max_rel_diff": float(np.abs(expected - outputs[name]).max() / np.abs(expected).max()),
+    }
 
 
 def main() -> None:
