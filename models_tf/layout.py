@@ -31,7 +31,8 @@ _FORMATTED = {
     "GlobalMaxPooling3D",
 }
 # Layers that act elementwise (or on 2-D tensors after the global pool): unchanged by the layout.
-_ELEMENTWISE = {"ReLU", "Activation", "Add", "Multiply"}
+# Dropout is the identity at inference and drops single elements in training (no noise shape is set).
+_ELEMENTWISE = {"ReLU", "Activation", "Add", "Multiply", "Dropout"}
 
 
 def _rename_inputs(data, old: str, new: str):
@@ -216,6 +217,10 @@ def _rewritten(layer: dict, layers: list[dict], model, data_format: DataFormat, 
     elif kind == "BatchNormalization":
         if cfg["axis"] not in (-1, 4, [-1], [4]):
             raise ValueError(f"{layer['name']}: BatchNormalization over axis {cfg['axis']}, not the channels")
+        cfg["axis"] = 1 if first else -1
+    elif kind == "Concatenate":  # S3D's Inception branches, joined along the channels
+        if cfg["axis"] not in (-1, 4):
+            raise ValueError(f"{layer['name']}: Concatenate along axis {cfg['axis']}, not the channels")
         cfg["axis"] = 1 if first else -1
     elif kind == "Dense":
         rank = len(model.get_layer(layer["name"]).input.shape)

@@ -4,10 +4,12 @@ own float64 logits and per-block means at 16x224x224 and at the oracle's odd siz
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import run_python
 from zoo_oracle import bound, keys, meta, oracle, oracle_input, recipe_state_dict, rel_err
 
 from vrconvert.converter.arch import families, mapping
@@ -124,6 +126,40 @@ def test_keras_and_torch_float32_against_torch_float64_small(torch, keras):
 
 def variant_last(variant) -> str:
     return families.expand(variant)[-1].name
+
+
+TWIN = """
+import json, sys
+from dataclasses import replace
+sys.path.insert(0, {tests!r})
+import numpy as np, keras
+from helpers import make_checkpoint
+from vrconvert import models_tf
+from vrconvert.converter.arch import families, mapping
+from vrconvert.models_tf import layout, predictor
+
+variant = replace(families.get("s3d"), head_pool={head!r})
+_, state = make_checkpoint("s3d", seed=2)
+model = models_tf.build(variant)
+arrays = mapping.to_keras(variant, state)
+for v in model.weights:
+    v.assign(arrays[v.path])
+twin = layout.derive(model, "channels_first", split_strided=True, merge_padding=True)  # raises if it cannot
+x = np.random.default_rng(3).standard_normal((1, 5, 65, 63, 3)).astype(np.float32)
+plain = keras.ops.convert_to_numpy(model(x, training=False))
+rel = lambda a: float(np.abs(np.asarray(a) - plain).max() / np.abs(plain).max())
+print(json.dumps({{"twin": rel(keras.ops.convert_to_numpy(twin(x, training=False))), "predictor": rel(predictor(model)(x))}}))
+"""
+
+
+def test_channels_first_twin_runs_on_the_torch_backend():
+    """Keras' torch backend runs S3D through its channels-first twin (the Inception branches' concatenations
+    and the classifier's Dropout re-laid), within float32 rounding of the channels-last model."""
+    from pathlib import Path
+
+    code = TWIN.format(tests=str(Path(__file__).resolve().parent), head=SMALL_HEAD)
+    got = json.loads(run_python(code, backend="torch", timeout=600).stdout.strip().splitlines()[-1])
+    assert got["twin"] <= 1e-5 and got["predictor"] <= 1e-5, got
 
 
 def test_layers_are_builtin_named_and_configured(keras):
