@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import swin3d_oracle
 import torch
 import zoo_oracle
 from test_mvit import _tiny as tiny_mvit
@@ -45,6 +46,11 @@ def _twin_logits(variant, state, clip_nthwc: np.ndarray) -> tuple[np.ndarray, np
     x = torch.from_numpy(np.ascontiguousarray(clip_nthwc.transpose(0, 4, 1, 2, 3)))
     with torch.no_grad():
         return model(x).numpy(), model.double()(x.double()).numpy()
+
+
+def _oracle(name: str):
+    """The oracle's reader for `name`'s family (Swin3D's has its own)."""
+    return swin3d_oracle if name.startswith("swin3d") else zoo_oracle
 
 
 def _judge(result, runner, clip: np.ndarray, logits32: np.ndarray, logits64: np.ndarray) -> float:
@@ -160,11 +166,30 @@ def test_native_export_keeps_the_bound(name, fmt, tmp_path):
     from vrconvert.converter.deploy.export import export
 
     src = tmp_path / f"{name}.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in zoo_oracle.recipe_state_dict(name).items()}, src)
-    clip = zoo_oracle.oracle_input(name, "clip16")
+    oracle = _oracle(name)
+    torch.save({k: torch.from_numpy(v) for k, v in oracle.recipe_state_dict(name).items()}, src)
+    clip = oracle.oracle_input(name, "clip16")
     dst = tmp_path / f"{name}{SUFFIXES[fmt] or '_saved_model'}"
     options = {} if name.startswith("mvit") else {"frames": 16, "size": (224, 224)}
     result = export(src, dst, clips={"clip16": clip}, **options)
     assert result.arch == name and result.parity.passed, result.parity.worst
     got = FORMATS[fmt].runner(dst)(np.ascontiguousarray(clip.transpose(0, 2, 3, 4, 1)))
-    assert zoo_oracle.rel_err(got, zoo_oracle.oracle(name)["clip16.logits64"]) <= zoo_oracle.bound(name, "clip16")
+    assert oracle.rel_err(got, oracle.oracle(name)["clip16.logits64"]) <= oracle.bound(name, "clip16")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", pytest.param("litert", marks=pytest.mark.slow)])
+def test_small_swin3d_exports_with_its_own_transform(fmt, monkeypatch, tmp_path):
+    """`--include-preprocessing`: uint8 frames of any H x W in, Swin3D's transform (short side 256, centre
+    crop 224, its mean and std) inside the artifact; checked by the export flow against torchvision's
+    transform in front of the twin, at its frames tolerance, on frames the network never saw."""
+    state = tiny_swin_state(torch)
+    frames = np.random.default_rng(6).integers(0, 256, (1, 4, 180, 250, 3), dtype=np.uint8)
+    from vrconvert.converter.deploy import export as ex
+
+    monkeypatch.setattr(ex, "load_source", lambda src, arch=None: (TINY_SWIN, state, "pth"))
+    src = tmp_path / "source.pth"
+    src.write_bytes(b"\0")
+    dst = tmp_path / f"tiny{SUFFIXES[fmt]}"
+    result = ex.export(src, dst, clips={"frames": frames}, include_preprocessing=True, frames=4)
+    assert result.parity.passed, result.parity.worst
+    assert result.input_shape == [None, 4, None, None, 3] and result.signature["dtype"] == "uint8"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import swin3d_oracle
 import torch
 import zoo_oracle
 
@@ -18,6 +19,11 @@ from vrconvert.converter.arch import families
 
 CLIPS = Path(__file__).parent / "fixtures" / "clips"
 SCENES = ("megamind_25fps", "megamind_bugy_30fps", "vtest_10fps")
+
+
+def _oracle(name: str):
+    """The oracle's reader for `name`'s family (Swin3D's has its own)."""
+    return swin3d_oracle if name.startswith("swin3d") else zoo_oracle
 
 
 def _inputs(variant) -> dict[str, np.ndarray]:
@@ -46,7 +52,7 @@ def test_keras_on_real_clips_against_the_twin_in_float64(name):
     from vrconvert.models_tf import weights as keras_weights
 
     variant = families.get(name)
-    state = zoo_oracle.recipe_state_dict(name)
+    state = _oracle(name).recipe_state_dict(name)
     inputs = _inputs(variant)
     twin = models_torch.build(variant, variant.num_classes).eval()
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
