@@ -1,7 +1,7 @@
 """Builds torchvision's MViT as a Keras 3 functional model from the family's records.
 
 Channels-last (N, T, H, W, C) in, tokens (N, L, C) inside, logits out. Built-in layers where they express
-the op (Conv3D behind an explicit ZeroPadding3D, Reshape, LayerNormalization, Dense, GELU, Add, and
+the op (Conv3D behind an explicit ZeroPadding3D, Reshape, LayerNormalization, Dense, Add, and
 Cropping1D + Flatten for the class token), `models_tf.mvit_layers` for the rest. Each layer is named
 after its record (`layers.keras_name`).
 """
@@ -14,7 +14,7 @@ import keras
 
 from vrconvert.converter.arch.layers import INPUT, keras_name
 from vrconvert.converter.arch.mvit import MViTArch, Record, dataflow, expand, rel_pos_sizes
-from vrconvert.models_tf import mvit_layers
+from vrconvert.models_tf import mvit_layers, swin3d_layers
 
 
 def _layer(record: Record, x, classifier_activation):
@@ -52,7 +52,7 @@ def _layer(record: Record, x, classifier_activation):
         activation = classifier_activation if record.name == "head.1" else None
         return keras.layers.Dense(record.channels_out, activation=activation, name=name)(x)
     if record.op == "act":
-        return keras.layers.Activation("gelu", name=name)(x)
+        return swin3d_layers.Gelu(name=name)(x)  # the exact GELU in an ONNX-exportable spelling
     if record.op == "classtoken":  # the first token: crop the others away, then drop the length axis
         x = keras.layers.Cropping1D((0, x.shape[1] - 1), name=f"{name}_crop")(x)
         return keras.layers.Flatten(name=name)(x)

@@ -27,6 +27,45 @@ def _split_class_token(x, thw, lead: int):
     return x[(*index, slice(0, 1))], ops.reshape(x[(*index, slice(1, None))], (-1, *thw, x.shape[-1]))
 
 
+def _taps(x, kernel, stride):
+    """The strided views of a padded (B, T, H, W, C) grid, one per kernel tap (a, b, c): tap (a, b, c) of
+    every output cell of a valid window `kernel` moved by `stride`."""
+    out = [(n - k) // s + 1 for n, k, s in zip(x.shape[1:4], kernel, stride, strict=True)]
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            for c in range(kernel[2]):
+                yield (
+                    (a, b, c),
+                    x[
+                        :,
+                        a : a + stride[0] * (out[0] - 1) + 1 : stride[0],
+                        b : b + stride[1] * (out[1] - 1) + 1 : stride[1],
+                        c : c + stride[2] * (out[2] - 1) + 1 : stride[2],
+                    ],
+                )
+
+
+def depthwise_conv(x, weights, kernel, stride):
+    """A depthwise (groups = channels) valid Conv3D as the sum over its taps of a strided view times that
+    tap's per-channel weights (`weights`: Keras' grouped kernel, (kt, kh, kw, 1, C)). Same products as the
+    convolution, summed in tap order; every export format runs it (LiteRT's CONV_3D has no groups, tf2onnx
+    leaves TensorFlow's grouped Conv3D as an XLA call)."""
+    total = None
+    for (a, b, c), view in _taps(x, kernel, stride):
+        term = view * weights[a, b, c, 0]
+        total = term if total is None else total + term
+    return total
+
+
+def max_pool(x, kernel, stride):
+    """A valid 3-D max pool of (B, T, H, W, C) as the maximum over its taps' strided views (LiteRT has no
+    MaxPool3D; the maximum is exact in any order)."""
+    total = None
+    for _, view in _taps(x, kernel, stride):
+        total = view if total is None else ops.maximum(total, view)
+    return total
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class ClassPositionEmbedding(keras.layers.Layer):
     """Prepends the learned class token; `absolute` (MViT v1) also adds the space-time position
@@ -65,8 +104,8 @@ class ClassPositionEmbedding(keras.layers.Layer):
 class MultiscaleAttention(keras.layers.Layer):
     """Multi-head attention whose queries and keys/values are pooled over the token grid.
 
-    Each pool is a depthwise `Conv3D` (per head, shared by the heads, class token kept) and a
-    `LayerNormalization`. With `rel_pos` (MViT v2) the decomposed relative position terms of time,
+    Each pool is a depthwise convolution (per head, shared by the heads, class token kept; its kernel held by
+    a grouped `Conv3D`, computed tap by tap) and a `LayerNormalization`. With `rel_pos` (MViT v2) the decomposed relative position terms of time,
     height and width are added to the grid's attention logits; with `residual_pool` the pooled queries
     are added to the grid's outputs. Sublayers and tables carry torchvision's names (`qkv`, `project`,
     `pool_q`, `pool_q_norm`, `rel_pos_h`...)."""
@@ -133,7 +172,11 @@ class MultiscaleAttention(keras.layers.Layer):
         kernel, conv, norm = self.pools[which]
         token, grid = _split_class_token(x, self.grid, lead=2)
         pad = [[0, 0], *([k // 2, k // 2] for k in kernel), [0, 0]]
-        grid = conv(ops.pad(grid, pad))
+        grid = ops.pad(grid, pad)
+        if keras.backend.backend() == "torch":  # torch's own grouped convolution is the faster there
+            grid = conv(grid)
+        else:  # XLA's grouped Conv3D on CPU is several times slower than the taps
+            grid = depthwise_conv(grid, ops.cast(conv.kernel, grid.dtype), kernel, conv.strides)
         grid = ops.reshape(grid, (-1, self.heads, grid.shape[1] * grid.shape[2] * grid.shape[3], self.head_dim))
         return norm(ops.concatenate([token, grid], axis=2))
 
@@ -151,7 +194,9 @@ class MultiscaleAttention(keras.layers.Layer):
         rh = ops.einsum("bnthwc,hkc->bnthwk", grid, tables["h"])
         rw = ops.einsum("bnthwc,wkc->bnthwk", grid, tables["w"])
         rt = ops.einsum("bnthwc,tkc->bnthwk", grid, tables["t"])
-        terms = rh[:, :, :, :, :, None, :, None] + rw[:, :, :, :, :, None, None, :] + rt[:, :, :, :, :, :, None, None]
+        # one query cell per row, broadcast over the key grid: 4-D (LiteRT's ops take 5 or 6 axes at most)
+        rows = (-1, 1, kh, 1), (-1, 1, 1, kw), (-1, kt, 1, 1)
+        terms = ops.reshape(rh, rows[0]) + ops.reshape(rw, rows[1]) + ops.reshape(rt, rows[2])
         return ops.reshape(terms, (-1, self.heads, qt * qh * qw, kt * kh * kw))
 
     def call(self, x):
@@ -202,7 +247,7 @@ class TokenMaxPool(keras.layers.Layer):
         token, grid = _split_class_token(x, self.grid, lead=1)
         pad = [[0, 0], *([p, p] for p in self.padding), [0, 0]]
         grid = ops.pad(grid, pad, constant_values=-np.inf)
-        grid = ops.max_pool(grid, self.kernel, self.stride, padding="valid")
+        grid = max_pool(grid, self.kernel, self.stride)
         grid = ops.reshape(grid, (-1, grid.shape[1] * grid.shape[2] * grid.shape[3], x.shape[-1]))
         return ops.concatenate([token, grid], axis=1)
 

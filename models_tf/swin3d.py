@@ -1,7 +1,7 @@
 """Builds a Keras 3 functional Swin3D from the family's records (`converter.arch.swin3d`).
 
 Channels-last (N, T, H, W, 3), time first after the batch. Built-in layers where they express the op
-(Conv3D, LayerNormalization, Dense, the GELU activation, Add, GlobalAveragePooling3D), the family's
+(Conv3D, LayerNormalization, Dense, Add, GlobalAveragePooling3D), the family's
 registered layers (`models_tf.swin3d_layers`) where Keras has none. Layers are named after torchvision's
 module paths, dots spelled as underscores.
 """
@@ -41,7 +41,7 @@ def _apply(node: Node, x, classifier_activation):
         activation = classifier_activation if node.name == "head" else None
         return keras.layers.Dense(node.channels_out, use_bias=node.bias, activation=activation, name=name)(x)
     if node.op == "gelu":
-        return keras.layers.Activation("gelu", name=name)(x)  # Keras' gelu is the exact (erf) form by default
+        return sl.Gelu(name=name)(x)
     if node.op == "pool":
         return keras.layers.GlobalAveragePooling3D(name=name)(x)
     raise ValueError(f"no Keras layer for op {node.op!r} ({node.name})")

@@ -1,7 +1,7 @@
 """Keras layers for what Keras has no built-in layer for in a Video Swin Transformer.
 
-Padding to a multiple, patch merging's 2x2 gather, and shifted-window attention with its relative position
-bias and masks. Registered under the package "vrconvert", so a `.keras` file holding them loads in safe mode
+The exact GELU in a spelling every export format runs (MViT's blocks use it too), padding to a multiple,
+patch merging's 2x2 gather, and shifted-window attention with its relative position bias and masks. Registered under the package "vrconvert", so a `.keras` file holding them loads in safe mode
 once `vrconvert` is imported. Written with `keras.ops` only: they run on TensorFlow, torch and JAX. Sizes
 known when the graph is built are resolved in Python (masks become constants); on TensorFlow, sizes known
 only at run time go through the same arithmetic as tensors, so a model with free T, H, W still exports.
@@ -16,6 +16,7 @@ from keras import ops
 from vrconvert.converter.arch import swin3d
 
 PACKAGE = "vrconvert"
+SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2), torch's M_SQRT1_2
 
 
 def _static(*values) -> bool:
@@ -31,6 +32,30 @@ def _pad_end(x, multiples: tuple, axes: tuple[int, ...]):
     if _static(*(w for _, w in widths)) and not any(w for _, w in widths):
         return x
     return ops.pad(x, widths)
+
+
+def _roll(x, shifts, back: bool):
+    """torch.roll of (N, T, H, W, C) by -shifts (by +shifts with `back`) on T, H, W, as two slices
+    concatenated: the same values moved, in an op every export format runs (LiteRT has no Roll)."""
+    for axis, s in zip((1, 2, 3), shifts, strict=True):
+        if _static(s) and s == 0:
+            continue
+        cut = ops.shape(x)[axis] - s if back else s
+        lead = (slice(None),) * axis
+        x = ops.concatenate([x[(*lead, slice(cut, None))], x[(*lead, slice(None, cut))]], axis=axis)
+    return x
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Gelu(keras.layers.Layer):
+    """The exact (erf) GELU as torch computes it, x * 0.5 * (1 + erf(x / sqrt 2)). Keras' own gelu on
+    TensorFlow lowers to Erfc, which tf2onnx cannot convert; Erf is an ONNX, LiteRT and OpenVINO op."""
+
+    def call(self, x):
+        return x * 0.5 * (1.0 + ops.erf(x * SQRT_HALF))
+
+    def compute_output_shape(self, shape):
+        return tuple(shape)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -145,7 +170,7 @@ class ShiftedWindowAttention3D(keras.layers.Layer):
         padded = [ops.shape(x)[i] for i in (1, 2, 3)]
         shifted = not (_static(*shifts) and not any(shifts))
         if shifted:
-            x = ops.roll(x, [-s for s in shifts], axis=(1, 2, 3))
+            x = _roll(x, shifts, back=False)
         grid = [p // k for p, k in zip(padded, windows, strict=True)]
         n = windows[0] * windows[1] * windows[2]
         # windows (b, T/kt, H/kh, W/kw) of tokens (kt, kh, kw), in two 5-D transposes (LiteRT's have 6 at most)
@@ -164,7 +189,7 @@ class ShiftedWindowAttention3D(keras.layers.Layer):
         x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (-1, grid[1], windows[0], windows[1], padded[2] * c))
         x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (b, padded[0], padded[1], padded[2], c))
         if shifted:
-            x = ops.roll(x, list(shifts), axis=(1, 2, 3))
+            x = _roll(x, shifts, back=True)
         return x[:, : size[0], : size[1], : size[2]]
 
     def compute_output_shape(self, shape):

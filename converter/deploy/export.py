@@ -202,6 +202,12 @@ def _model_and_signature(fmt, variant, state, fold_bn: bool, raw: bool, frames, 
     if (op := fmt.lacking_op(model)) is not None:
         raise InputError(f"{fmt.name} cannot run {variant.name}: its runtime has no {op} op; use another format")
     shape = (None, frames, *(size or (None, None)), 3)
+    fixed = tuple(model.inputs[0].shape[1:4])
+    if not raw and all(isinstance(n, int) for n in fixed):  # a network of one input size (MViT) takes only it
+        if frames is not None and (frames, *size) != fixed:
+            need, asked = "x".join(map(str, fixed)), "x".join(map(str, (frames, *size)))
+            raise InputError(f"{variant.name} takes clips of exactly {need} (T x H x W), not {asked}")
+        shape = (None, *fixed, 3)
     dtype, name = ("uint8", "frames") if raw else ("float32", INPUT)
     return model, [keras.InputSpec(shape=shape, dtype=dtype, name=name)]
 

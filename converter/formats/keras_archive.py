@@ -72,7 +72,9 @@ VRCONVERT_CLASSES = {
     **dict.fromkeys(
         ("ClassPositionEmbedding", "MultiscaleAttention", "TokenMaxPool"), "vrconvert.models_tf.mvit_layers"
     ),
-    **dict.fromkeys(("PadToMultiple", "PatchMerge", "ShiftedWindowAttention3D"), "vrconvert.models_tf.swin3d_layers"),
+    **dict.fromkeys(
+        ("Gelu", "PadToMultiple", "PatchMerge", "ShiftedWindowAttention3D"), "vrconvert.models_tf.swin3d_layers"
+    ),
     "ShortSideResizeCrop": "vrconvert.models_tf.short_side",
 }
 FLOAT_POLICIES = frozenset({"float16", "float32", "float64", "bfloat16", "mixed_float16", "mixed_bfloat16"})
