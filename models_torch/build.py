@@ -220,10 +220,12 @@ def with_preprocessing(model: VideoResNet) -> PreprocessedVideoResNet:
     """`model` fed uint8 frames: the same network and weights, torchvision's transform in front."""
     if isinstance(model, PreprocessedVideoResNet):
         return model
-    if not isinstance(model, VideoResNet):  # a family with its own twin
+    if isinstance(getattr(model, "arch", None), swin3d.Swin3D):  # a family with its own twin
         from vrconvert.models_torch import swin3d as swin3d_torch
 
         return swin3d_torch.with_preprocessing(model)
+    if not isinstance(model, VideoResNet):
+        raise InputError(f"{model.arch.name}: include_preprocessing is not supported yet")
     out = PreprocessedVideoResNet(model.arch, model.layers)
     out.load_state_dict(model.state_dict(), strict=True)
     return out.to(next(model.parameters()).device).train(model.training)

@@ -107,6 +107,17 @@ def test_other_sizes_are_refused_in_one_line():
         models_tf.build("mvit_v2_s", input_shape=(8, 112, 112, 3))
 
 
+def test_preprocessing_inside_is_refused_in_one_line_on_both_sides():
+    from vrconvert.models_torch.build import with_preprocessing
+
+    with pytest.raises(InputError, match="^mvit_v2_s: include_preprocessing is not supported yet$"):
+        with_preprocessing(models_torch.build("mvit_v2_s"))
+    with pytest.raises(InputError, match="^mvit_v2_s: include_preprocessing is not supported yet$"):
+        models_torch.build("mvit_v2_s", include_preprocessing=True)
+    with pytest.raises(InputError, match="^mvit_v2_s: include_preprocessing"):
+        models_tf.build("mvit_v2_s", include_preprocessing=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ARCHS)
 def test_twin_matches_torchvision_at_native_size(name):
