@@ -110,11 +110,11 @@ def test_other_sizes_are_refused_in_one_line():
 def test_preprocessing_inside_is_refused_in_one_line_on_both_sides():
     from vrconvert.models_torch.build import with_preprocessing
 
-    with pytest.raises(InputError, match="^mvit_v2_s: include_preprocessing is not supported yet$"):
+    with pytest.raises(InputError, match=r"^mvit_v2_s: include_preprocessing is not supported yet$"):
         with_preprocessing(models_torch.build("mvit_v2_s"))
-    with pytest.raises(InputError, match="^mvit_v2_s: include_preprocessing is not supported yet$"):
+    with pytest.raises(InputError, match=r"^mvit_v2_s: include_preprocessing is not supported yet$"):
         models_torch.build("mvit_v2_s", include_preprocessing=True)
-    with pytest.raises(InputError, match="^mvit_v2_s: include_preprocessing"):
+    with pytest.raises(InputError, match=r"^mvit_v2_s: include_preprocessing"):
         models_tf.build("mvit_v2_s", include_preprocessing=True)
 
 
