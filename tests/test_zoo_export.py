@@ -146,13 +146,15 @@ def test_depthwise_taps_match_the_grouped_convolution():
         np.testing.assert_array_equal(pooled, np.asarray(keras.ops.max_pool(x, 3, stride, padding="valid")))
 
 
-NATIVE = {  # one export per format, at the native size of the family's smallest network
+# One export per format, at the native size of the family's smallest network. mvit_v2_s to ONNX is left to a
+# run by hand (README, "Export of the zoo"): tf2onnx takes tens of minutes on it, beyond the slow set's budget;
+# the small MViT networks above go through the same ONNX path in the slow set.
+NATIVE = {
     ("swin3d_t", "saved_model"),
     ("swin3d_t", "onnx"),
     ("swin3d_t", "openvino"),
     ("swin3d_t", "litert"),
     ("mvit_v2_s", "saved_model"),
-    ("mvit_v2_s", "onnx"),
     ("mvit_v2_s", "openvino"),
     ("mvit_v2_s", "litert"),
 }
