@@ -89,10 +89,13 @@ def test_a_linear_head_on_a_frozen_backbone_separates_three_real_videos(videos, 
     from vrconvert.models_tf.preprocessing import split
 
     out = tmp_path / "run"
-    result = finetune(videos, out, weights=recipe, epochs=8, freeze_until="layer4", lr=1e-4, verbose=0, **SMALL)
+    # Adam: the recipe backbone's features are large (mean |f| about 6) and SGD on them oscillated (held-out
+    # accuracy 1.0 then 0.78 at lr 3e-5 and 1e-4); Adam 1e-3 reached 1.0 at epoch 6 and held it to epoch 10.
+    settings = {"epochs": 10, "freeze_until": "layer4", "optimizer": "adam", "lr": 1e-3, "verbose": 0}
+    result = finetune(videos, out, weights=recipe, **settings, **SMALL)
     assert {p.name for p in out.iterdir()} == FILES
-    assert [e["epoch"] for e in result.epochs] == list(range(1, 9))
-    assert result.epochs[-1]["val_accuracy"] == 1.0
+    assert [e["epoch"] for e in result.epochs] == list(range(1, 11))
+    assert [e["val_accuracy"] for e in result.epochs[-3:]] == [1.0, 1.0, 1.0]  # learnt, and it stays learnt
     assert result.classes == CLASSES
     assert json.loads((out / "history.json").read_text())["epochs"] == result.epochs
     assert "<img" in (out / "curves.html").read_text()
