@@ -217,3 +217,15 @@ def test_export_keeps_the_bound_in_each_runtime(suffix, recipe_file, tmp_path):
     clip = {"clip16": oracle_input(ARCH, "clip16")}
     result = export(recipe_file, tmp_path / f"s3d{suffix or '_savedmodel'}", frames=16, size=(224, 224), clips=clip)
     assert result.parity.passed and result.parity.worst.max_rel_diff <= 1e-5
+
+
+@pytest.mark.slow
+def test_export_with_its_own_transform_inside(recipe_file, tmp_path):
+    """uint8 frames of any size in: the artifact resizes to 256x256 and crops 224 as S3D's transform does,
+    checked against torch with that transform in front (random frames and the packaged real clip)."""
+    from vrconvert.converter.deploy.export import export
+
+    result = export(recipe_file, tmp_path / "s3d.onnx", include_preprocessing=True, frames=16)
+    assert result.signature["dtype"] == "uint8" and result.signature["shape"][1] == 16
+    assert result.parity.passed and result.parity.worst.max_rel_diff <= 1e-5
+    assert any("vtest_clip" in case.input for case in result.parity.cases)
