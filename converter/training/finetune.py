@@ -1,6 +1,6 @@
 """`vrconvert finetune`: class folders of videos -> a fine-tuned Keras model and its torchvision twin.
 
-    scan + split by file -> decode in worker processes -> backbone with `weights`, fresh head of K
+    scan + split by file -> decode in worker threads -> backbone with `weights`, fresh head of K
     classes, torchvision's transform inside (uint8 frames in) -> Keras `fit`, results and a checkpoint
     per epoch -> model.keras + model.pth (keras2torch, parity checked) + the curves page.
 
