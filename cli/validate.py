@@ -35,7 +35,7 @@ from .options import (
     help="Seeded random clips to compare on.",
 )
 @frames_option
-@size_option("HxW of the random clips [default: the model's crop, e.g. 112x112].", default=None)
+@size_option("HxW of the random clips [default: the model's crop, e.g. 112x112; with --train 56x56].", default=None)
 @click.option("--no-sample", is_flag=True, help="Leave out the real clip packaged with vrconvert.")
 @device_option
 @keras_backend_option
@@ -161,7 +161,7 @@ def _train(torch_file, keras_file, frames, size, steps, batch, lr, momentum, wei
         momentum=momentum,
         weight_decay=weight_decay,
         frames=frames,
-        size=parse_size(size),
+        size=parse_size(size) if size is not None else train.Settings().size,
     )
     report = train.validate_training(torch_file, keras_file, settings, head=head)
     if as_json:

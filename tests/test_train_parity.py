@@ -116,3 +116,22 @@ def test_validate_train_cli_exit_codes(tmp_path, capsys, keras):
     args = ["validate", tmp_path / "t.pth", tmp_path / "k.keras", "--train", "--steps", "1"]
     code, out, err = invoke([*args, "--frames", "4", "--size", "32x32"], capsys)
     assert code == 1 and err == "" and "training parity FAIL: worst step 0" in out
+
+
+def test_validate_train_without_size_takes_the_training_default(tmp_path, capsys, monkeypatch):
+    """`--size` defaults to the model's crop for inference; `--train` without it used to crash on None."""
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.parity import train
+
+    seen = {}
+
+    def stand_in(torch_file, keras_file, settings, head=None):
+        seen["settings"] = settings
+        raise InputError("stopped here")
+
+    monkeypatch.setattr(train, "validate_training", stand_in)
+    (tmp_path / "a.pth").write_bytes(b"")
+    (tmp_path / "b.keras").write_bytes(b"")
+    code, _, err = invoke(["validate", tmp_path / "a.pth", tmp_path / "b.keras", "--train"], capsys)
+    assert (code, err.strip()) == (2, "error: stopped here")
+    assert seen["settings"].size == train.Settings().size
