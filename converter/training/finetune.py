@@ -28,6 +28,7 @@ from vrconvert.converter.training import callbacks, dataset
 from vrconvert.converter.training.callbacks import write_json
 
 RUN = "run.json"
+CURVES = "curves.html"
 PRECISIONS = ("float32", "mixed_bfloat16")
 OPTIMIZERS = ("sgd", "adam")
 HEAD_STAGES = ("avgpool", "fc")
@@ -124,6 +125,13 @@ def detect_arch(weights) -> str:
     return load_state(path, None)[1].name
 
 
+def curves_available() -> bool:
+    """Whether the curves page can be drawn (matplotlib and Jinja2 come with the `evaluate` extra)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("matplotlib", "jinja2"))
+
+
 def _check(settings: Settings) -> None:
     if settings.optimizer not in OPTIMIZERS:
         raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {settings.optimizer!r}")
@@ -157,6 +165,12 @@ def finetune(videos: str | Path, out: str | Path, *, weights, resume: bool = Fal
     settings, out = Settings(**options), Path(out)
     _check(settings)
     record = _check_out(out, resume)  # before Keras is imported: a refusal is instant
+    if not curves_available():  # said before training, not after it
+        warnings.warn(
+            f"{out / CURVES} will not be written: it needs matplotlib (pip install 'vrconvert[evaluate]'); "
+            f"{out / callbacks.HISTORY} holds the same figures",
+            stacklevel=2,
+        )
     with third_party_quiet():
         return _finetune(Path(videos), out, weights, record, settings, start)
 
@@ -243,9 +257,10 @@ def _same_run(record: dict, mine: dict, out: Path) -> None:
 
 def _report(out: Path, run: dict, history: list, *, resumed, parity: float, start: float) -> FinetuneResult:
     """The curves page, the checkpoints gone, and what the run did."""
-    from vrconvert.converter.evaluate import report
+    if curves_available():
+        from vrconvert.converter.evaluate import report
 
-    report.training_page(run, history, out / "curves.html")
+        report.training_page(run, history, out / CURVES)
     shutil.rmtree(out / callbacks.CHECKPOINTS, ignore_errors=True)
     return FinetuneResult(
         out=str(out),
