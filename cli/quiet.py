@@ -15,15 +15,14 @@ import warnings
 
 import click
 
-from vrconvert.converter.stderr import fd2_silenced
+from vrconvert.converter.stderr import fd2_silenced, only_own_warnings
 
 
 def install() -> None:
     """Called once by the CLI entry point, before any command runs."""
     if os.environ.get("VRCONVERT_DEBUG") == "1":
         return
-    warnings.simplefilter("ignore")
-    warnings.filterwarnings("default", module=r"vrconvert(\.|$)")  # our own remarks stay, as one line
+    only_own_warnings()  # our own remarks stay, as one line
     warnings.showwarning = _one_line
     logging.disable(logging.CRITICAL)  # vrconvert writes with click, never through logging
     if "TF_CPP_MIN_LOG_LEVEL" not in os.environ and not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):

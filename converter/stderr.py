@@ -49,6 +49,13 @@ def third_party_quiet() -> Iterator[None]:
         with fd2_silenced({"TF_CPP_MIN_LOG_LEVEL": "3"}):
             import keras  # noqa: F401
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        warnings.filterwarnings("default", module=r"vrconvert(\.|$)")
+        only_own_warnings()
         yield
+
+
+def only_own_warnings() -> None:
+    """Third-party Python warnings dropped; vrconvert's own remarks kept (shown once each)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    warnings.filterwarnings("default", module=r"vrconvert(\.|$)")
