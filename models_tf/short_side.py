@@ -19,9 +19,11 @@ def resized_size(height, width, short: int):
         if width <= height:
             return int(short * height / width), short
         return short, int(short * width / height)
-    h, w = ops.cast(height, "float64"), ops.cast(width, "float64")
-    long_h = ops.cast(ops.floor(short * h / w), "int32")
-    long_w = ops.cast(ops.floor(short * w / h), "int32")
+    # integer floor division: exact, as Python's int(short * long / short_side) is for any frame size that
+    # fits int32, and built into every runtime (float64 is not: LiteRT needs Flex ops for it)
+    h, w = ops.cast(height, "int32"), ops.cast(width, "int32")
+    long_h = ops.floor_divide(short * h, w)
+    long_w = ops.floor_divide(short * w, h)
     tall = width <= height
     return ops.where(tall, long_h, short), ops.where(tall, short, long_w)
 

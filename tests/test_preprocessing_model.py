@@ -116,6 +116,21 @@ def test_crop_offsets_are_torchvisions_not_keras():
         crop_offsets(100, 112)
 
 
+def test_short_side_size_at_run_time_is_torchvisions(keras):
+    """Swin3D's and MViT's resize follows the frames' H x W at run time; its output size must be torchvision's
+    `int(short * long / short_side)` for every size, ties and exact multiples included, in ops that every
+    runtime has built in (a float64 version needed LiteRT's Flex ops)."""
+    from vrconvert.models_tf.short_side import resized_size
+
+    sizes = [(h, w) for h in (1, 2, 97, 240, 255, 256, 257, 360, 480, 1080, 4321) for w in (1, 3, 131, 256, 320, 640)]
+    hs, ws = (keras.ops.convert_to_tensor(np.array(v, np.int32)) for v in zip(*sizes, strict=True))
+    got_h, got_w = (keras.ops.convert_to_numpy(t) for t in resized_size(hs, ws, 256))
+    for (h, w), gh, gw in zip(sizes, got_h, got_w, strict=True):
+        side, long = (w, h) if w <= h else (h, w)
+        new_long = int(256 * long / side)  # torchvision's _compute_resized_output_size
+        assert (gh, gw) == ((new_long, 256) if w <= h else (256, new_long)), (h, w)
+
+
 def _levels_and_clip(model_levels, model_clip, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(model_levels(frames[None]))[0], np.asarray(model_clip(frames[None]))[0]
 
