@@ -12,7 +12,8 @@ The file commands in the P1 and P2 installs against their floors (fresh venvs fr
 `--only files` (benchmarks/files.py, its own table benchmarks/files.md).
 The zoo's inference at 16x224x224 (s3d, swin3d_t, swin3d_b, mvit_v1_b, mvit_v2_s; about half an hour
 idle): `--only zoo` (benchmarks/zoo.py, benchmarks/zoo.md). Keras `fit` steps against torch's training
-loop: `--only training` (benchmarks/training.py, benchmarks/training.md).
+loop: `--only training` (benchmarks/training.py, benchmarks/training.md). Top-1 of a fine-tuned model per precision
+(f32, int8, bf16 where the CPU has it): `--only trained` (benchmarks/trained.py, benchmarks/trained.md).
 """
 
 from __future__ import annotations
@@ -383,7 +384,7 @@ def bench_evaluate() -> dict:
 
 
 IN_PROCESS_PARTS = ("inference", "conversion", "validation", "startup", "evaluate")  # results.json / results.md
-OWN_TABLE_PARTS = ("export", "preprocessing", "lowp", "files", "zoo", "training")  # each its own script and PART.md
+OWN_TABLE_PARTS = ("export", "preprocessing", "lowp", "trained", "files", "zoo", "training")  # each its own script and PART.md
 
 
 def arguments() -> argparse.Namespace:

@@ -141,6 +141,7 @@ def test_killed_run_resumes_with_every_video_once(data, tmp_path, capsys):
     assert (out / store.RESULTS).read_bytes().endswith(b"\n")
 
 
+@pytest.mark.slow  # about 1.5 min: three evaluate runs, one on a local Ray cluster
 def test_two_workers_and_ray_give_the_same_results_as_one(data, tmp_path, capsys):
     # one thread each, as two workers and two Ray actors on two cores get: other thread counts sum in
     # other orders, which moves the last bits of the logits. The one-worker reference runs as its own

@@ -112,7 +112,7 @@ def test_bag_of_tricks_shapes_match_on_tiny_and_odd_inputs(torch):
         assert _rel(torch_logits(torch_model, clip), run(clip.transpose(0, 2, 3, 4, 1))) <= 1e-5, shape
 
 
-@pytest.mark.parametrize("arch", ["r2plus1d_18_bot_mish", "r3d_18_se"])
+@pytest.mark.parametrize("arch", [pytest.param("r2plus1d_18_bot_mish", marks=pytest.mark.slow), "r3d_18_se"])
 def test_new_layers_save_and_reload_in_plain_keras(arch, tmp_path, torch, capsys):
     """Only built-in Keras layers: the .keras file loads with safe mode on, vrconvert not imported, and a
     Keras file names its activation, so it is detected without --arch."""
