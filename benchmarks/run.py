@@ -384,7 +384,15 @@ def bench_evaluate() -> dict:
 
 
 IN_PROCESS_PARTS = ("inference", "conversion", "validation", "startup", "evaluate")  # results.json / results.md
-OWN_TABLE_PARTS = ("export", "preprocessing", "lowp", "trained", "files", "zoo", "training")  # each its own script and PART.md
+OWN_TABLE_PARTS = (
+    "export",
+    "preprocessing",
+    "lowp",
+    "trained",
+    "files",
+    "zoo",
+    "training",
+)  # each its own script and PART.md
 
 
 def arguments() -> argparse.Namespace:
