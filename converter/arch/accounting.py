@@ -7,6 +7,7 @@ reshaped to fit. R3D and MC3 share every key name: only kernel shapes tell them 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -145,8 +146,10 @@ def detect(
             v for v in families.VARIANTS.values() if activation is None or getattr(v, "activation", None) == activation
         ]
     )
+    keys = set(shapes)  # a head width or mid-plane widths never change a variant's keys: a first cheap look
+    fitting = [v for v in candidates if _same_keys(v, keys)]
     reports, matches = [], []
-    for variant in candidates:
+    for variant in fitting or candidates:  # none fitting: every candidate's report, for the closest one
         variant = variant.with_classes(num_classes_of(shapes, variant) or variant.num_classes)
         report = account(variant, shapes)
         if not report.ok and (widened := with_checkpoint_midplanes(variant, shapes)) is not None:
@@ -166,6 +169,18 @@ def detect(
     best = min(reports, key=lambda r: r.size)
     found = f"{len(shapes)} tensors" + (f", first key {limits.brief(next(iter(shapes)))}" if shapes else "")
     raise InputError(f"unknown architecture ({found}); closest is {best.arch}: {best.summary()}")
+
+
+@functools.cache
+def _keys(arch: families.Variant) -> tuple[frozenset[str], frozenset[str]]:
+    """`arch`'s state-dict keys: (those a checkpoint must hold, every one it may hold)."""
+    every = frozenset(mapping.torch_shapes(arch))
+    return frozenset(k for k in every if not k.endswith(OPTIONAL_SUFFIX)), every
+
+
+def _same_keys(arch: families.Variant, keys: set[str]) -> bool:
+    required, every = _keys(arch)
+    return required <= keys <= every
 
 
 def with_checkpoint_midplanes(arch: families.Variant, shapes: dict[str, tuple[int, ...]]) -> spec.Arch | None:

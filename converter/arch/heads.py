@@ -41,37 +41,33 @@ def head_names() -> frozenset[str]:
 
 
 @functools.cache
+def _backbone_records() -> tuple:
+    """Every known variant's records but its classifier (each variant expanded once: comparing every record
+    with `head_record` inside the loop re-walked the variant per record)."""
+    out = []
+    for variant in families.VARIANTS.values():
+        head = head_record(variant)
+        out += [r for r in families.expand(variant) if r is not head]
+    return tuple(out)
+
+
+@functools.cache
 def _backbone_dense_names() -> frozenset[str]:
     """Dense layers that belong inside a backbone (squeeze-excitation's, the transformers' own), in every
     known variant of every family."""
-    return frozenset(
-        keras_name(r.name)
-        for v in families.VARIANTS.values()
-        for r in families.expand(v)
-        if r.op == "dense" and r is not head_record(v)
-    )
+    return frozenset(keras_name(r.name) for r in _backbone_records() if r.op == "dense")
 
 
 @functools.cache
 def known_names() -> frozenset[str]:
     """Every weighted layer name a known variant's backbone has."""
-    return frozenset(
-        keras_name(r.name)
-        for v in families.VARIANTS.values()
-        for r in families.expand(v)
-        if r.has_weights and r is not head_record(v)
-    )
+    return frozenset(keras_name(r.name) for r in _backbone_records() if r.has_weights)
 
 
 @functools.cache
 def _plain_names() -> frozenset[str]:
     """Known weighted records' paths with dots as single underscores: how Swin3D's builder names its layers."""
-    return frozenset(
-        r.name.replace(".", "_")
-        for v in families.VARIANTS.values()
-        for r in families.expand(v)
-        if r.has_weights and r is not head_record(v)
-    )
+    return frozenset(r.name.replace(".", "_") for r in _backbone_records() if r.has_weights)
 
 
 @functools.cache
