@@ -29,20 +29,52 @@ def _run(pair, sabotage=None):
     return train.compare_training(variant, state, model, settings)
 
 
-WELL_CONDITIONED = ("logits", "loss", "running_mean", "running_var")
-
-
-def test_honest_pair_forward_and_statistics_pass(pair):
-    """Logits, loss and every BatchNorm statistic of an honest pair are within the bound. (Its deepest
-    gradients may not be: see the README's step-parity table.)"""
-    report = _run(pair)
-    assert report.batchnorm == "keras"
-    judged = [c for c in report.checks if c.what in WELL_CONDITIONED]
+def test_honest_pair_passes(pair):
+    """Every tensor of an honest pair is within the bound: logits, loss, every gradient, every weight after
+    the step and every BatchNorm statistic. (Until the float64 reference really took a float32 run's ReLU
+    decisions at ties, one decision Keras took the other way moved every gradient below layer3 up to 113x
+    over the bound, on TF and torch alike.)"""
     from vrconvert.converter.arch.layers import expand
 
-    norms = sum(layer.op == "bn" for layer in expand(pair[0]))
-    assert len(judged) == 2 + 2 * norms  # logits, loss, and every BatchNorm's two statistics
-    assert all(c.passed for c in judged), [c for c in judged if not c.passed]
+    report = _run(pair)
+    assert report.batchnorm == "keras"
+    variant = pair[0]
+    norms = sum(layer.op == "bn" for layer in expand(variant))
+    params = sum(1 for key in pair[1] if not key.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert len(report.checks) == 2 + 2 * params + 2 * norms  # logits, loss, each grad and weight, statistics
+    assert report.passed, report.as_dict()["failures"][:5]
+
+
+HONEST_ELSEWHERE = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import make_checkpoint
+from vrconvert.converter.arch import mapping, spec
+from vrconvert.converter.parity import train
+from vrconvert.models_tf import weights as keras_weights
+
+_, state = make_checkpoint({arch!r}, 5, seed=0)
+variant = spec.get({arch!r}).with_classes(5)
+state = mapping.complete(variant, state)
+report = train.compare_training(variant, state, keras_weights.build_model(variant, state),
+                                train.Settings(steps=1, batch=2, frames=4, size=(32, 32)))
+print(report.passed, report.backend, len(report.checks), report.worst.name, report.worst.ratio)
+"""
+
+
+@pytest.mark.slow  # about 1 min each: one compare_training in a fresh process
+@pytest.mark.parametrize(
+    ("arch", "backend"),
+    [("r2plus1d_18", "torch"), ("r2plus1d_18", "jax"), ("r3d_18", "tensorflow"), ("mc3_18", "tensorflow")],
+)
+def test_honest_pair_passes_elsewhere(arch, backend):
+    from pathlib import Path
+
+    from helpers import run_python
+
+    code = HONEST_ELSEWHERE.format(tests=str(Path(__file__).parent), arch=arch)
+    passed, ran_on, *_ = run_python(code, backend=backend, timeout=900).stdout.split()
+    assert (passed, ran_on) == ("True", backend)
 
 
 @pytest.mark.parametrize(
