@@ -518,3 +518,37 @@ def test_evaluate_refuses_a_frames_model_in_one_line(saved_pair, tmp_path, capsy
     code, _, err = invoke(args, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "takes uint8 frames" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--video", FIXTURES / "clips" / "tree_15fps.mp4"],
+        ["--int8", "--calibration", FIXTURES / "clips" / "tree_15fps.mp4"],
+    ],
+)
+def test_fixed_size_frames_export_refuses_videos_of_their_own_size(extra, tmp_path, capsys):
+    """`--include-preprocessing --size HxW` fixes the frames' size; a check or calibration video comes at its
+    own, which ONNX Runtime and OpenVINO only refused with an internal error after the export."""
+    from helpers import invoke
+
+    args = ["export", tmp_path / "m.pth", tmp_path / "a.onnx", "--include-preprocessing", "--frames", "8"]
+    code, out, err = invoke([*args, "--size", "112x112", *extra], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "leave --size out" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow  # about 1 min: one export and its check
+def test_fixed_size_frames_export_is_checked_on_frames_of_its_size(tmp_path, capsys):
+    from helpers import invoke, make_checkpoint, save_state
+
+    _, state = make_checkpoint("r2plus1d_18", 3, seed=0)
+    save_state(state, tmp_path / "m.pth")
+    args = ["export", tmp_path / "m.pth", tmp_path / "a.onnx", "--include-preprocessing", "--frames", "8"]
+    code, out, err = invoke([*args, "--size", "112x112", "--json"], capsys)
+    assert code == 0, err
+    import json
+
+    doc = json.loads(out)
+    assert any("checked on the random clip only" in note for note in doc["notes"]), doc["notes"]
+    assert (tmp_path / "a.onnx").is_file()

@@ -222,6 +222,11 @@ def _refuse_early(src, dst, format, lower, frames, size, raw, validate, toleranc
     atomic.check_targets(final, force)
     if not raw and (frames is None) != (size is None):
         raise InputError("--frames and --size fix the input shape together: give both or neither")
+    if raw and size is not None and (videos or lower.lower):  # a video's frames come at its own size
+        raise InputError(
+            "--include-preprocessing with --size takes frames of that size only, and --video/--calibration "
+            "videos come at their own: leave --size out (the artifact then takes frames of any size)"
+        )
     if not src.exists():
         raise InputError(f"{src}: no such file")
     return fmt, final
@@ -290,8 +295,10 @@ def _default_clips(variant, frames, size, videos, raw: bool, result) -> dict[str
     if raw:
         has_av = importlib.util.find_spec("av") is not None
         clips, notes = validator.default_clips(
-            frames=frames, size=size or (240, 320), sample=has_av, videos=videos, raw=True
+            frames=frames, size=size or (240, 320), sample=has_av and size is None, videos=videos, raw=True
         )
+        if size is not None and has_av:  # the packaged clip's frames are 240x320
+            notes.append(f"an artifact of {size[0]}x{size[1]} frames is checked on the random clip only")
     else:
         clips, notes = validator.default_clips(
             frames=frames or 16,
