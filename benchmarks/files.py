@@ -187,10 +187,15 @@ def markdown(doc: dict) -> str:
     lines = [
         f"Measured {doc['date']} on {run_py.describe(m)}, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f". The machine was shared with other jobs (load average {doc['load'][0]:.1f} at the start, "
-        f"{doc['load'][1]:.1f} at the end): absolute times are inflated, ratios are taken in one run with the "
-        f"sides alternated round by round; CPU time (user + system of the child) suffers less from the load "
-        f"than wall time. {doc['reps']} rounds, medians; wheel: {doc['wheel']}. Versions are the test venv's: "
+        + f". Load average {doc['load'][0]:.1f} at the start, {doc['load'][1]:.1f} at the end"
+        + (
+            " (the machine was shared with other jobs: absolute times are inflated; CPU time, user + system of "
+            "the child, suffers less from the load than wall time)"
+            if max(doc["load"]) > 1.5  # this bench keeps about one core busy
+            else " (no other job ran)"
+        )
+        + f". Ratios are taken in one run with the sides alternated round by round. {doc['reps']} rounds, "
+        f"medians; wheel: {doc['wheel']}. Versions are the test venv's: "
         "P1 and P2 install the same pins from constraints.txt, without jax or scipy.",
         "",
         "| profile | command | wall s | CPU s | peak RSS MB | floor wall s | ratio (wall) | ratio (CPU) | target |",
