@@ -65,7 +65,7 @@ def held_out(videos: Path):
 
 def artifacts(pth: Path, folder: Path, train: list[Path], check: list[Path], bf16: bool) -> dict:
     """name -> (format, path, run-time precision, export document)."""
-    common = ["--include-preprocessing", "--frames", str(FRAMES), "--size", f"{SIZE}x{SIZE}", "--json"]
+    common = ["--include-preprocessing", "--frames", str(FRAMES), "--json"]  # frames of any H x W
     common += [arg for path in check for arg in ("--video", str(path))]
     calib = [arg for path in train for arg in ("--calibration", str(path))] + ["--calibration-clips", "9"]
     plans = [
@@ -155,7 +155,7 @@ def bench_trained(quick: bool = False) -> dict:
         "classes": list(classes),
         "held_out": [p for p, _ in val],
         "scores": scores,
-        "export_checks": {name: doc.get("quality", {}).get("summary") for name, (_, _, _, doc) in made.items()},
+        "export_checks": {name: (doc.get("quality") or {}).get("summary") for name, (_, _, _, doc) in made.items()},
     }
 
 
