@@ -88,6 +88,13 @@ def test_round_trips_are_bit_exact_and_keys_torchvisions(recipe_file, tmp_path, 
         np.testing.assert_array_equal(vc[path], value)
 
 
+def test_validate_train_refuses_the_zoo_in_one_line(recipe_file, tmp_path, capsys):
+    """Training-step parity walks the ResNets' records; for S3D it said "no classifier head" before."""
+    code, out, err = invoke(["validate", recipe_file, tmp_path / "never_read.keras", "--train"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "not supported yet" in err and "s3d" in err
+
+
 def test_fine_tuned_head_is_detected(tmp_path, capsys):
     state = recipe_state_dict(ARCH)
     state["classifier.1.weight"], state["classifier.1.bias"] = (

@@ -305,6 +305,11 @@ def validate_training(
     """`vrconvert validate --train`: the files' networks must be the same; the Keras side trains as a
     flat model with the file's own BatchNorm settings (a wrapped backbone's Dropout has no torch twin)."""
     ckpt, variant = load_state(torch_file)
+    if not isinstance(variant, spec.Arch):  # the step comparison walks the ResNet records
+        raise InputError(
+            f"validate --train compares the video ResNets' training steps; {variant.name} is not supported yet "
+            "(its forward parity: vrconvert validate without --train)"
+        )
     from vrconvert.models_tf import nested
     from vrconvert.models_tf import weights as keras_weights
 
