@@ -30,7 +30,8 @@ BUILD_AND_SAVE = """
 """
 
 
-@pytest.mark.parametrize("arch", ["r2plus1d_18", pytest.param("mc3_18", marks=pytest.mark.slow)])
+@pytest.mark.slow  # about 50 s; the fast set saves on one backend and loads on the other in test_preprocessing_model
+@pytest.mark.parametrize("arch", ["r2plus1d_18", "mc3_18"])
 def test_keras_file_reloads_in_fresh_process_on_both_backends(arch, tmp_path, keras):
     from pathlib import Path
 
