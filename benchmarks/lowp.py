@@ -83,29 +83,36 @@ print(json.dumps(out))
 """
 
 
-def exports(arch: str, ckpt: Path, folder: Path, videos: Path, bf16: bool) -> dict:
-    """name -> (format, path, run-time precision, export document) for every artifact of `arch`."""
-    made = {}
-    calib = ["--calibration", str(videos / "calib.mp4"), "--video", str(videos / "check.mp4")]
+def export_artifacts(
+    src: Path, folder: Path, *, calibration: list, common=(), bf16=False, bf16_args=(), label=""
+) -> dict:
+    """name -> (format, path, run-time precision, export document): `src` exported by `vrconvert export` at
+    f32 and int8 (calibrated with the `calibration` arguments) to OpenVINO and ONNX, and at bf16 to OpenVINO
+    when `bf16`; `common` goes to every export. The trained-model bench exports the same set."""
     plans = [
         ("openvino f32", "openvino", "f32.xml", []),
-        ("openvino int8", "openvino", "int8.xml", ["--int8", *calib]),
+        ("openvino int8", "openvino", "int8.xml", ["--int8", *calibration]),
         ("onnx f32", "onnx", "f32.onnx", []),
-        ("onnx int8", "onnx", "int8.onnx", ["--int8", *calib]),
+        ("onnx int8", "onnx", "int8.onnx", ["--int8", *calibration]),
     ]
     if bf16:
-        plans.append(
-            ("openvino bf16", "openvino", "bf16.xml", ["--precision", "bf16", "--video", str(videos / "check.mp4")])
-        )
+        plans.append(("openvino bf16", "openvino", "bf16.xml", ["--precision", "bf16", *bf16_args]))
+    made = {}
     for name, fmt, file, extra in plans:
         dst = folder / file
         start = time.perf_counter()
-        doc = json.loads(run([PY, "-m", "vrconvert", "export", str(ckpt), str(dst), "--json", *extra]))
+        doc = json.loads(run([PY, "-m", "vrconvert", "export", str(src), str(dst), "--json", *common, *extra]))
         doc["export_wall_s"] = time.perf_counter() - start
-        precision = "bf16" if "bf16" in name else "f32"
-        made[name] = (fmt, str(dst), precision, doc)
-        print(f"  {arch} {name}: exported in {doc['export_wall_s']:.0f} s", file=sys.stderr, flush=True)
+        made[name] = (fmt, str(dst), "bf16" if "bf16" in name else "f32", doc)
+        print(f"  {label}{name}: exported in {doc['export_wall_s']:.0f} s", file=sys.stderr, flush=True)
     return made
+
+
+def exports(arch: str, ckpt: Path, folder: Path, videos: Path, bf16: bool) -> dict:
+    """Every artifact of `arch`, calibrated on calib.mp4 and checked on check.mp4."""
+    check = ["--video", str(videos / "check.mp4")]
+    calibration = ["--calibration", str(videos / "calib.mp4"), *check]
+    return export_artifacts(ckpt, folder, calibration=calibration, bf16=bf16, bf16_args=check, label=f"{arch} ")
 
 
 def cpu_has_bf16() -> bool:

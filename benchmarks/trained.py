@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from export import CHECKPOINT, PY, ROOT, run  # noqa: E402
-from lowp import cpu_has_bf16  # noqa: E402
+from lowp import cpu_has_bf16, export_artifacts  # noqa: E402
 
 ARCH = "r2plus1d_18"
 SCENES = ("megamind_25fps", "tree_15fps", "vtest_10fps")
@@ -64,26 +64,12 @@ def held_out(videos: Path):
 
 
 def artifacts(pth: Path, folder: Path, train: list[Path], check: list[Path], bf16: bool) -> dict:
-    """name -> (format, path, run-time precision, export document)."""
-    common = ["--include-preprocessing", "--frames", str(FRAMES), "--json"]  # frames of any H x W
+    """name -> (format, path, run-time precision, export document): the lowp bench's set, with the transform
+    inside (frames of any H x W), calibrated on the training files and checked on the held-out ones."""
+    common = ["--include-preprocessing", "--frames", str(FRAMES)]
     common += [arg for path in check for arg in ("--video", str(path))]
     calib = [arg for path in train for arg in ("--calibration", str(path))] + ["--calibration-clips", "9"]
-    plans = [
-        ("openvino f32", "openvino", "f32.xml", []),
-        ("openvino int8", "openvino", "int8.xml", ["--int8", *calib]),
-        ("onnx f32", "onnx", "f32.onnx", []),
-        ("onnx int8", "onnx", "int8.onnx", ["--int8", *calib]),
-    ]
-    if bf16:
-        plans.append(("openvino bf16", "openvino", "bf16.xml", ["--precision", "bf16"]))
-    made = {}
-    for name, fmt, file, extra in plans:
-        start = time.perf_counter()
-        doc = json.loads(run([PY, "-m", "vrconvert", "export", str(pth), str(folder / file), *common, *extra]))
-        doc["export_wall_s"] = time.perf_counter() - start
-        made[name] = (fmt, str(folder / file), "bf16" if "bf16" in name else "f32", doc)
-        print(f"  {name}: exported in {doc['export_wall_s']:.0f} s", file=sys.stderr, flush=True)
-    return made
+    return export_artifacts(pth, folder, calibration=calib, common=common, bf16=bf16)
 
 
 SCORE = r"""
