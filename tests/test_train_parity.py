@@ -7,13 +7,18 @@ from helpers import invoke, make_checkpoint, save_state
 ARCH = "r2plus1d_18"
 
 
-@pytest.fixture(scope="module")
-def pair(torch):
+def honest_pair(arch: str = ARCH):
+    """(variant with 5 classes, its complete random state dict): the two sides start from these."""
     from vrconvert.converter.arch import mapping, spec
 
-    _, state = make_checkpoint(ARCH, 5, seed=0)
-    variant = spec.get(ARCH).with_classes(5)
+    _, state = make_checkpoint(arch, 5, seed=0)
+    variant = spec.get(arch).with_classes(5)
     return variant, mapping.complete(variant, state)
+
+
+@pytest.fixture(scope="module")
+def pair(torch):
+    return honest_pair()
 
 
 def _run(pair, sabotage=None):
@@ -48,16 +53,9 @@ def test_honest_pair_passes(pair):
 HONEST_ELSEWHERE = """
 import sys
 sys.path.insert(0, {tests!r})
-from helpers import make_checkpoint
-from vrconvert.converter.arch import mapping, spec
-from vrconvert.converter.parity import train
-from vrconvert.models_tf import weights as keras_weights
+from test_train_parity import _run, honest_pair
 
-_, state = make_checkpoint({arch!r}, 5, seed=0)
-variant = spec.get({arch!r}).with_classes(5)
-state = mapping.complete(variant, state)
-report = train.compare_training(variant, state, keras_weights.build_model(variant, state),
-                                train.Settings(steps=1, batch=2, frames=4, size=(32, 32)))
+report = _run(honest_pair({arch!r}))
 print(report.passed, report.backend, len(report.checks), report.worst.name, report.worst.ratio)
 """
 
