@@ -6,8 +6,9 @@ of Keras' compiled train function (`model.compile` with its defaults, then `trai
 The design is benchmarks/inference.py's: each side in a process of its own, one side computing at a
 time, the starting side rotating round by round, medians; every side's first step (which traces or
 compiles) is not timed, its loss is compared with torch's as a check that the sides do the same work.
-The Keras model is the channels-last one `models_tf.build` gives (what a user compiles and fits); the
-torch model is `models_tf`'s twin `models_torch.build`. Usage:
+The Keras model is the channels-last one `models_tf.build` gives (what a user compiles and fits); on
+the torch backend it is also timed as the channels-first twin (`models_tf.layout.derive`), which
+`vrconvert finetune` and `validate --train` train there. The torch model is `models_torch.build`. Usage:
 
     python benchmarks/training.py [--quick] [--arch A] [--batch N] [--frames T] [--size S] [--rounds N] [--out DIR]
 
@@ -32,6 +33,8 @@ sys.path.insert(0, str(HERE))
 from inference import KERAS_BACKENDS, Side  # noqa: E402  (the same worker protocol)
 
 TARGETS = {"tensorflow": 1.0, "torch": 1.0}  # Keras/torch step time, at most; JAX has none
+# (Keras backend, model layout) per timed Keras side; the side's name is "keras-" + backend [+ "-first"]
+KERAS_SIDES = (*((b, "channels_last") for b in KERAS_BACKENDS), ("torch", "channels_first"))
 LR, MOMENTUM = 0.01, 0.9
 
 
@@ -69,15 +72,22 @@ def _torch_side():
     return load
 
 
-def _keras_side(backend: str):
+def side_name(backend: str, data_format: str) -> str:
+    return f"keras-{backend}" + ("-first" if data_format == "channels_first" else "")
+
+
+def _keras_side(backend: str, data_format: str):
     os.environ["KERAS_BACKEND"] = backend
     import keras
 
     import vrconvert
+    from vrconvert.models_tf import layout
 
     def load(arch: str, state: str):
         with np.load(state) as z:
             model = vrconvert.state_dict_to_keras({k: z[k] for k in z.files}, arch)  # models_tf.build's model
+        if data_format == "channels_first":
+            model = layout.derive(model, data_format)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=MOMENTUM),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -97,7 +107,8 @@ def serve(side: str) -> None:
     seconds and the loss."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the replies
-    load = _torch_side() if side == "torch" else _keras_side(side.removeprefix("keras-"))
+    sides = {side_name(b, f): (b, f) for b, f in KERAS_SIDES}
+    load = _torch_side() if side == "torch" else _keras_side(*sides[side])
     step, data = None, None
     for line in sys.stdin:
         command = json.loads(line)
@@ -112,7 +123,7 @@ def serve(side: str) -> None:
 
 
 def measure(arch: str, batch: int, frames: int, size: int, rounds: int, env: dict) -> list[dict]:
-    names = ["torch"] + [f"keras-{b}" for b in KERAS_BACKENDS]
+    names = ["torch"] + [side_name(b, f) for b, f in KERAS_SIDES]
     sides = [Side(n, env, Path(__file__).resolve()) for n in names]
     rows = []
     try:
@@ -126,8 +137,8 @@ def measure(arch: str, batch: int, frames: int, size: int, rounds: int, env: dic
                 for s in sides[rep % len(sides) :] + sides[: rep % len(sides)]:
                     times[s.name].append(s.ask(op="step"))
             torch_s = statistics.median(times["torch"])
-            for backend in KERAS_BACKENDS:
-                name = f"keras-{backend}"
+            for backend, data_format in KERAS_SIDES:
+                name = side_name(backend, data_format)
                 keras_s = statistics.median(times[name])
                 rows.append(
                     {
@@ -135,6 +146,7 @@ def measure(arch: str, batch: int, frames: int, size: int, rounds: int, env: dic
                         "batch": batch,
                         "clip": [frames, size, size],
                         "keras_backend": backend,
+                        "data_format": data_format,
                         "rounds": rounds,
                         "torch_s_per_step": torch_s,
                         "keras_s_per_step": keras_s,
@@ -170,10 +182,16 @@ def markdown(doc: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in doc["rows"]:
-        target = TARGETS.get(r["keras_backend"])
+        backend, data_format = r["keras_backend"], r.get("data_format", "channels_last")
+        target = TARGETS.get(backend)
+        form = ""
+        if backend == "torch" and data_format == "channels_last":  # judged: the twin vrconvert trains there
+            target, form = None, " (the channels-last model as built)"
+        elif data_format == "channels_first":
+            form = " (the channels-first twin `finetune` trains)"
         verdict = "none" if target is None else f"<= {target} ({'met' if r['ratio'] <= target else 'missed'})"
         lines.append(
-            f"| {r['arch']}, Keras `train_on_batch` on {r['keras_backend']} | {r['batch']} | "
+            f"| {r['arch']}, Keras `train_on_batch` on {backend}{form} | {r['batch']} | "
             f"{'x'.join(map(str, r['clip']))} | {r['torch_s_per_step']:.2f} | {r['keras_s_per_step']:.2f} | "
             f"**{r['ratio']:.2f}** | {verdict} | {r['first_loss_rel_diff']:.1e} |"
         )

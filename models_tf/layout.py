@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 from typing import Literal
 
+from vrconvert.converter.arch.layers import PREPROCESSING_PREFIX
+
 DataFormat = Literal["channels_last", "channels_first"]
 
 # Layers whose config carries a data_format and whose weights do not depend on it.
@@ -82,17 +84,21 @@ def _selection(conv: dict, data_format: DataFormat) -> dict:
     }
 
 
+def _reading(source: str, shape) -> list[dict]:
+    """The inbound nodes of a layer reading layer `source`'s output (of shape `shape`)."""
+    history = {"shape": list(shape), "dtype": "float32", "keras_history": [source, 0, 0]}
+    return [{"args": [{"class_name": "__keras_tensor__", "config": history}], "kwargs": {}}]
+
+
 def _permute(name: str, source: str, shape, dims: list[int]) -> dict:
     """The config of a Permute layer reading layer `source`'s output (of shape `shape`)."""
-    history = {"shape": list(shape), "dtype": "float32", "keras_history": [source, 0, 0]}
-    tensor = {"class_name": "__keras_tensor__", "config": history}
     return {
         "module": "keras.layers",
         "class_name": "Permute",
         "config": {"name": name, "trainable": False, "dtype": "float32", "dims": dims},
         "registered_name": None,
         "name": name,
-        "inbound_nodes": [{"args": [tensor], "kwargs": {}}],
+        "inbound_nodes": _reading(source, shape),
     }
 
 
@@ -176,8 +182,9 @@ def derive(
 
     config = copy.deepcopy(model.get_config())
     out: list[dict] = []
+    entry = _entry(model)
     for layer in config["layers"]:
-        out += _rewritten(layer, config["layers"], model, data_format, split_strided)
+        out += _rewritten(layer, config["layers"], model, data_format, split_strided, entry)
     outputs = config["output_layers"]
     single = bool(outputs) and isinstance(outputs[0], str)  # one output serialised flat: [name, 0, 0]
     outputs = [list(outputs)] if single else [list(o) for o in outputs]
@@ -194,9 +201,12 @@ def derive(
     return twin
 
 
-def _rewritten(layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool) -> list[dict]:
-    """One layer's config in `data_format`, with what must come before it (the input's permutation, a
-    strided selection); `layers`' inbound names are updated where a new layer is put in between."""
+def _rewritten(
+    layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool, entry: str
+) -> list[dict]:
+    """One layer's config in `data_format`, with what must come before or after it (the permutation after
+    `entry`, the network's input; a strided selection); `layers`' inbound names are updated where a new
+    layer is put in between."""
     kind, cfg = layer["class_name"], layer["config"]
     first = data_format == "channels_first"
     layer.pop("build_config", None)  # shapes recorded in the original layout; rebuilt on call
@@ -204,17 +214,15 @@ def _rewritten(layer: dict, layers: list[dict], model, data_format: DataFormat, 
         shape = cfg.get("batch_shape")
         if shape is None or len(shape) != 5:
             raise ValueError(f"{layer['name']}: expected a 5-D (N, T, H, W, C) input, got {shape}")
-        if not first:
-            return [layer]
-        permute = f"{layer['name']}_to_channels_first"
-        for other in layers:
-            other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], layer["name"], permute)
-        return [layer, _permute(permute, layer["name"], shape, [4, 1, 2, 3])]
+    if layer["name"] == entry:
+        return [layer, *_to_channels_first(layer["name"], model, layers)] if first else [layer]
+    if kind == "InputLayer" or layer["name"].startswith(PREPROCESSING_PREFIX):
+        return [layer]  # the built-in transform works on frames as they come: channels-last
     if kind in _FORMATTED:
         if cfg["data_format"] != "channels_last":
             raise ValueError(f"{layer['name']}: the source model must be channels-last, got {cfg['data_format']}")
         cfg["data_format"] = data_format
-    elif kind == "BatchNormalization":
+    elif kind in ("BatchNormalization", "TorchBatchNormalization"):  # Keras' layer, or torch's variance rule
         if cfg["axis"] not in (-1, 4, [-1], [4]):
             raise ValueError(f"{layer['name']}: BatchNormalization over axis {cfg['axis']}, not the channels")
         cfg["axis"] = 1 if first else -1
@@ -234,6 +242,41 @@ def _rewritten(layer: dict, layers: list[dict], model, data_format: DataFormat, 
     cfg["strides"] = [1, 1, 1]
     layer["inbound_nodes"] = _rename_inputs(layer["inbound_nodes"], _source(layer), selection["name"])
     return [selection, layer]
+
+
+def _entry(model) -> str:
+    """The layer whose output the network reads: the built-in transform's last layer, or the input."""
+    names = [layer.name for layer in model.layers]
+    transform = [n for n in names if n.startswith(PREPROCESSING_PREFIX)]
+    return transform[-1] if transform else model.layers[0].name
+
+
+def _to_channels_first(source: str, model, layers: list[dict]) -> list[dict]:
+    """The layers putting `source`'s (N, T, H, W, C) output into torch's default layout, with every
+    reader of `source` re-pointed at them. A permutation alone is a strided view that torch carries
+    through every later layer (its channels-last 3-D layout, whose convolution backward is slower);
+    a 1-wide average pooling (x / 1, exact) writes the values out in (N, C, T, H, W) order."""
+    shape = list(model.get_layer(source).output.shape)
+    permute, dense = f"{source}_to_channels_first", f"{source}_channels_first"
+    for other in layers:
+        other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, dense)
+    pool = {
+        "module": "keras.layers",
+        "class_name": "AveragePooling3D",
+        "config": {
+            "name": dense,
+            "trainable": False,
+            "dtype": "float32",
+            "pool_size": [1, 1, 1],
+            "strides": [1, 1, 1],
+            "padding": "valid",
+            "data_format": "channels_first",
+        },
+        "registered_name": None,
+        "name": dense,
+        "inbound_nodes": _reading(permute, [shape[0], shape[4], *shape[1:4]]),
+    }
+    return [_permute(permute, source, shape, [4, 1, 2, 3]), pool]
 
 
 def _outputs_to_channels_last(outputs: list[list], tensors) -> list[dict]:

@@ -283,3 +283,20 @@ def test_the_python_api_keeps_tensorflow_off_stderr(videos, recipe, tmp_path):
         env={**env, "KERAS_BACKEND": "tensorflow"},
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_a_run_trained_on_keras_torch_backend_resumes_only_there(tmp_path, keras):
+    """On Keras' torch backend finetune trains the channels-first twin, so its checkpoints hold it;
+    TensorFlow's CPU convolutions are channels-last only, so a resume elsewhere is refused in one line."""
+    from vrconvert import models_tf
+    from vrconvert.converter.errors import InputError
+    from vrconvert.converter.training.finetune import _load_checkpoint
+    from vrconvert.models_tf import layout
+
+    path = tmp_path / "epoch-0001.keras"
+    layout.derive(models_tf.build("mc3_18", num_classes=3), "channels_first").save(path)
+    with pytest.raises(InputError, match="KERAS_BACKEND=torch"):
+        _load_checkpoint(path)
+    plain = tmp_path / "plain.keras"
+    models_tf.build("mc3_18", num_classes=3).save(plain)
+    assert _load_checkpoint(plain).name == "mc3_18"

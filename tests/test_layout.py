@@ -185,3 +185,40 @@ def test_predictor_matches_torchvision_oracle(backend):
     for arch, errors in report.items():
         for name, value in errors.items():
             assert value <= 1e-5, (backend, arch, name, value)
+
+
+@pytest.mark.slow  # about 30 s: two models built on the torch backend in a fresh interpreter
+def test_twin_runs_in_torchs_default_layout_and_behind_the_transform():
+    """A permutation alone leaves every later tensor in torch's channels-last 3-D strides (whose
+    convolution backward made a training step about twice torch's), so the stem's output must be
+    contiguous in (N, C, T, H, W). With the built-in transform, the transform stays channels-last and
+    the twin starts after it."""
+    code = """
+    import json, keras, numpy as np, torch
+    from vrconvert import models_tf
+    from vrconvert.models_tf import layout
+    keras.utils.set_random_seed(0)
+    report = {}
+    for name, transform, frames in (
+        ("plain", False, np.random.default_rng(0).standard_normal((2, 4, 32, 32, 3)).astype(np.float32)),
+        ("transform", True, np.random.default_rng(0).integers(0, 256, (2, 4, 130, 150, 3)).astype(np.uint8)),
+    ):
+        model = models_tf.build("r2plus1d_18", num_classes=3, include_preprocessing=transform, input_shape=(4, None, None, 3))
+        twin = layout.derive(model, "channels_first")
+        plain = keras.ops.convert_to_numpy(model(frames, training=False))
+        got = keras.ops.convert_to_numpy(twin(frames, training=False))
+        stem = keras.Model(twin.inputs, twin.get_layer("stem_0").output)(frames, training=True)
+        steps = [l.name for l in twin.layers if l.name.startswith("preprocess_") and l.name.endswith("channels_first")]
+        report[name] = {
+            "rel": float(np.abs(got - plain).max() / np.abs(plain).max()),
+            "stem_channels": stem.shape[1],
+            "contiguous": stem.is_contiguous(),
+            "transform_unchanged": [l.get_config() for l in model.layers if l.name.startswith("preprocess_")]
+            == [l.get_config() for l in twin.layers if l.name.startswith("preprocess_") and l.name not in steps],
+        }
+    print(json.dumps(report))
+    """
+    for name, got in _run(code, "torch").items():
+        assert got["rel"] <= 1e-5, (name, got)
+        assert got["stem_channels"] == 45 and got["contiguous"], (name, got)  # torch's default strides
+        assert got["transform_unchanged"], (name, got)

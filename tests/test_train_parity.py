@@ -21,12 +21,15 @@ def pair(torch):
     return honest_pair()
 
 
-def _run(pair, sabotage=None):
+def _run(pair, sabotage=None, data_format="channels_last"):
     from vrconvert.converter.parity import train
+    from vrconvert.models_tf import layout
     from vrconvert.models_tf import weights as keras_weights
 
     variant, state = pair
     model = keras_weights.build_model(variant, state)
+    if data_format == "channels_first":  # the twin finetune and validate --train train on Keras' torch backend
+        model = layout.derive(model, data_format)
     if sabotage:
         attribute, value = sabotage
         setattr(model.get_layer("layer2_0_conv1_0_1"), attribute, value)
@@ -55,22 +58,27 @@ import sys
 sys.path.insert(0, {tests!r})
 from test_train_parity import _run, honest_pair
 
-report = _run(honest_pair({arch!r}))
+report = _run(honest_pair({arch!r}), data_format={data_format!r})
 print(report.passed, report.backend, len(report.checks), report.worst.name, report.worst.ratio)
 """
 
 
 @pytest.mark.slow  # about 1 min each: one compare_training in a fresh process
 @pytest.mark.parametrize(
-    ("arch", "backend"),
-    [("r2plus1d_18", "torch"), ("r2plus1d_18", "jax"), ("r3d_18", "tensorflow"), ("mc3_18", "tensorflow")],
+    ("arch", "backend", "data_format"),
+    [
+        ("r2plus1d_18", "torch", "channels_first"),  # on torch, vrconvert trains the twin (finetune, validate --train)
+        ("r2plus1d_18", "jax", "channels_last"),
+        ("r3d_18", "tensorflow", "channels_last"),
+        ("mc3_18", "tensorflow", "channels_last"),
+    ],
 )
-def test_honest_pair_passes_elsewhere(arch, backend):
+def test_honest_pair_passes_elsewhere(arch, backend, data_format):
     from pathlib import Path
 
     from helpers import run_python
 
-    code = HONEST_ELSEWHERE.format(tests=str(Path(__file__).parent), arch=arch)
+    code = HONEST_ELSEWHERE.format(tests=str(Path(__file__).parent), arch=arch, data_format=data_format)
     passed, ran_on, *_ = run_python(code, backend=backend, timeout=900).stdout.split()
     assert (passed, ran_on) == ("True", backend)
 

@@ -237,6 +237,8 @@ def compare_training(arch: spec.Arch, state: dict, keras_model, settings: Settin
         watch=[keras_name(n) for n in relus],
     )
     rule = running_variance_rule(keras_model)
+    first = any(getattr(layer, "data_format", None) == "channels_first" for layer in keras_model.layers)
+    to_torch = (lambda a: a) if first else (lambda a: a.transpose(0, 4, 1, 2, 3))  # activations in torch's layout
     entries = {e.keras_path: e for e in mapping.entries(arch)}
     bns = {r.name: r for r in expand(arch) if r.op == "bn"}
     keras_var = {n: state[f"{n}.running_var"].astype(np.float64) for n in bns}  # the reference under Keras' rule
@@ -246,7 +248,7 @@ def compare_training(arch: spec.Arch, state: dict, keras_model, settings: Settin
     for step, (clips, labels) in enumerate(batches(settings, arch.num_classes)):
         own = _own_errors(runs.values(), clips, labels)
         out = trainer.step(np.ascontiguousarray(clips.transpose(0, 2, 3, 4, 1)), labels)
-        acts_k = {n: out.activations[keras_name(n)].transpose(0, 4, 1, 2, 3) > 0 for n in relus}
+        acts_k = {n: to_torch(out.activations[keras_name(n)]) > 0 for n in relus}
         logits_b, loss_b, grads_b, _ = refk.step(clips, labels, acts_k)
         report.checks += [
             Check(
@@ -310,7 +312,9 @@ def validate_training(
             f"validate --train compares the video ResNets' training steps; {variant.name} is not supported yet "
             "(its forward parity: vrconvert validate without --train)"
         )
-    from vrconvert.models_tf import nested
+    import keras
+
+    from vrconvert.models_tf import layout, nested
     from vrconvert.models_tf import weights as keras_weights
 
     keras_variant, model = keras_weights.load_keras_model(Path(keras_file), head=head)
@@ -321,4 +325,6 @@ def validate_training(
             f"{keras_variant.num_classes} classes"
         )
     flat = nested.flat_copy(model, keras_variant, head)
+    if keras.backend.backend() == "torch":  # what vrconvert trains there (finetune): the channels-first twin
+        flat = layout.derive(flat, "channels_first")
     return compare_training(variant, mapping.complete(variant, ckpt.state), flat, settings)

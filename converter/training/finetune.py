@@ -279,9 +279,13 @@ def _load_checkpoint(path: Path):
     import keras
 
     try:
-        return keras.saving.load_model(path)
+        model = keras.saving.load_model(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot load this checkpoint ({type(exc).__name__}); start a new run") from None
+    first = any(getattr(layer, "data_format", None) == "channels_first" for layer in model.layers)
+    if first and keras.backend.backend() != "torch":  # TensorFlow's CPU convolutions are channels-last only
+        raise InputError(f"{path}: this run was trained on Keras' torch backend; resume it with KERAS_BACKEND=torch")
+    return model
 
 
 def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
@@ -289,6 +293,7 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
     import keras
 
     from vrconvert import models_tf
+    from vrconvert.models_tf import layout
     from vrconvert.models_tf.preprocessing import PREFIX
 
     network = models_tf.build(variant.name, weights=weights, num_classes=variant.num_classes)
@@ -305,6 +310,8 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(network.get_layer(layer.name).get_weights())
+    if keras.backend.backend() == "torch":  # torch's own layout: its step runs at torch's speed
+        model = layout.derive(model, "channels_first")
     if settings.freeze_until is not None:
         frozen = set(names[: names.index(settings.freeze_until) + 1])
         for layer in model.layers:
