@@ -87,7 +87,7 @@ def _keras_side(backend: str, data_format: str):
         with np.load(state) as z:
             model = vrconvert.state_dict_to_keras({k: z[k] for k in z.files}, arch)  # models_tf.build's model
         if data_format == "channels_first":
-            model = layout.derive(model, data_format)
+            model = layout.derive(model, data_format, contiguous=True)
         model.compile(
             optimizer=keras.optimizers.SGD(learning_rate=LR, momentum=MOMENTUM),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

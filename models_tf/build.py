@@ -94,7 +94,8 @@ def build(
     Its resize is Keras' `Resizing` (`preprocessing_resize="layer"`, built-in layers only, for `.keras`
     files) or vrconvert's `TapsResize` (`"taps"`, for exported artifacts: every runtime rounds it alike).
     `data_format="channels_first"` runs channels-first inside (Keras' torch backend's own layout) behind
-    the same (N, T, H, W, 3) input (`models_tf.layout`); save the channels-last model, not this one.
+    the same (N, T, H, W, 3) input (`models_tf.layout`), in the form that trains fastest on Keras' torch
+    backend (vrconvert's predictor derives its own inference form); save the channels-last model, not this one.
     `batchnorm="torch"` builds vrconvert's `TorchBatchNormalization` (`models_tf.batchnorm`): training
     updates the moving variance as torch does; the default is Keras' own layer.
     """
@@ -128,7 +129,7 @@ def build(
         return model
     from vrconvert.models_tf import layout  # channels-first execution twin; its input stays (N, T, H, W, 3)
 
-    return layout.derive(model, data_format)
+    return layout.derive(model, data_format, contiguous=True)  # the training form: see layout.derive
 
 
 def _records_graph(variant, values: dict, include_top: bool, classifier_activation, batchnorm: str):

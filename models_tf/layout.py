@@ -168,7 +168,12 @@ def _merge_padding(layers: list[dict], outputs: set[str]) -> list[dict]:
 
 
 def derive(
-    model, data_format: DataFormat = "channels_first", *, split_strided: bool = False, merge_padding: bool = False
+    model,
+    data_format: DataFormat = "channels_first",
+    *,
+    split_strided: bool = False,
+    merge_padding: bool = False,
+    contiguous: bool = False,
 ):
     """A new Keras model computing what `model` (a channels-last vrconvert model) computes, laid out
     as `data_format`, with `model`'s weights copied in.
@@ -177,6 +182,9 @@ def derive(
     in a `Permute` layer right after the input, so callers never see the internal layout.
     `split_strided` rewrites each strided 1x1x1 Conv3D as a strided selection and a 1x1x1 conv;
     `merge_padding` folds an explicit zero padding into the stride-1 conv it feeds ("same" padding).
+    `contiguous` (for training) writes the permuted input out in torch's default layout: the permutation
+    alone is a strided view whose channels-last 3-D strides torch carries through every later layer,
+    which its convolutions run faster forward and about twice as slow backward.
     """
     import keras
 
@@ -184,7 +192,7 @@ def derive(
     out: list[dict] = []
     entry = _entry(model)
     for layer in config["layers"]:
-        out += _rewritten(layer, config["layers"], model, data_format, split_strided, entry)
+        out += _rewritten(layer, config["layers"], model, data_format, split_strided, (entry, contiguous))
     outputs = config["output_layers"]
     single = bool(outputs) and isinstance(outputs[0], str)  # one output serialised flat: [name, 0, 0]
     outputs = [list(outputs)] if single else [list(o) for o in outputs]
@@ -202,12 +210,12 @@ def derive(
 
 
 def _rewritten(
-    layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool, entry: str
+    layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool, entry: tuple[str, bool]
 ) -> list[dict]:
     """One layer's config in `data_format`, with what must come before or after it (the permutation after
-    `entry`, the network's input; a strided selection); `layers`' inbound names are updated where a new
-    layer is put in between."""
-    kind, cfg = layer["class_name"], layer["config"]
+    `entry`'s layer, the network's input, contiguous or not; a strided selection); `layers`' inbound names
+    are updated where a new layer is put in between."""
+    (entry, contiguous), kind, cfg = entry, layer["class_name"], layer["config"]
     first = data_format == "channels_first"
     layer.pop("build_config", None)  # shapes recorded in the original layout; rebuilt on call
     if kind == "InputLayer":
@@ -215,7 +223,7 @@ def _rewritten(
         if shape is None or len(shape) != 5:
             raise ValueError(f"{layer['name']}: expected a 5-D (N, T, H, W, C) input, got {shape}")
     if layer["name"] == entry:
-        return [layer, *_to_channels_first(layer["name"], model, layers)] if first else [layer]
+        return [layer, *_to_channels_first(layer["name"], model, layers, contiguous)] if first else [layer]
     if kind == "InputLayer" or layer["name"].startswith(PREPROCESSING_PREFIX):
         return [layer]  # the built-in transform works on frames as they come: channels-last
     if kind in _FORMATTED:
@@ -251,13 +259,16 @@ def _entry(model) -> str:
     return transform[-1] if transform else model.layers[0].name
 
 
-def _to_channels_first(source: str, model, layers: list[dict]) -> list[dict]:
-    """The layers putting `source`'s (N, T, H, W, C) output into torch's default layout, with every
-    reader of `source` re-pointed at them. A permutation alone is a strided view that torch carries
-    through every later layer (its channels-last 3-D layout, whose convolution backward is slower);
-    a 1-wide average pooling (x / 1, exact) writes the values out in (N, C, T, H, W) order."""
+def _to_channels_first(source: str, model, layers: list[dict], contiguous: bool) -> list[dict]:
+    """The layers putting `source`'s (N, T, H, W, C) output channels-first, with every reader of `source`
+    re-pointed at them: a permutation, and with `contiguous` a 1-wide average pooling after it (x / 1,
+    exact), which writes the values out in torch's default (N, C, T, H, W) order."""
     shape = list(model.get_layer(source).output.shape)
     permute, dense = f"{source}_to_channels_first", f"{source}_channels_first"
+    if not contiguous:
+        for other in layers:
+            other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, permute)
+        return [_permute(permute, source, shape, [4, 1, 2, 3])]
     for other in layers:
         other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, dense)
     pool = {

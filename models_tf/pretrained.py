@@ -74,4 +74,4 @@ def build_with_weights(arch: str | families.Variant, weights, *, include_top: bo
         return model
     from vrconvert.models_tf import layout
 
-    return layout.derive(model, data_format)
+    return layout.derive(model, data_format, contiguous=True)  # the training form: see layout.derive

@@ -204,7 +204,7 @@ def test_twin_runs_in_torchs_default_layout_and_behind_the_transform():
         ("transform", True, np.random.default_rng(0).integers(0, 256, (2, 4, 130, 150, 3)).astype(np.uint8)),
     ):
         model = models_tf.build("r2plus1d_18", num_classes=3, include_preprocessing=transform, input_shape=(4, None, None, 3))
-        twin = layout.derive(model, "channels_first")
+        twin = layout.derive(model, "channels_first", contiguous=True)
         plain = keras.ops.convert_to_numpy(model(frames, training=False))
         got = keras.ops.convert_to_numpy(twin(frames, training=False))
         stem = keras.Model(twin.inputs, twin.get_layer("stem_0").output)(frames, training=True)

@@ -29,7 +29,7 @@ def _run(pair, sabotage=None, data_format="channels_last"):
     variant, state = pair
     model = keras_weights.build_model(variant, state)
     if data_format == "channels_first":  # the twin finetune and validate --train train on Keras' torch backend
-        model = layout.derive(model, data_format)
+        model = layout.derive(model, data_format, contiguous=True)
     if sabotage:
         attribute, value = sabotage
         setattr(model.get_layer("layer2_0_conv1_0_1"), attribute, value)

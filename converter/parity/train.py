@@ -326,5 +326,5 @@ def validate_training(
         )
     flat = nested.flat_copy(model, keras_variant, head)
     if keras.backend.backend() == "torch":  # what vrconvert trains there (finetune): the channels-first twin
-        flat = layout.derive(flat, "channels_first")
+        flat = layout.derive(flat, "channels_first", contiguous=True)
     return compare_training(variant, mapping.complete(variant, ckpt.state), flat, settings)

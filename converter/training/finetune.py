@@ -311,7 +311,7 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
         if layer.weights:
             layer.set_weights(network.get_layer(layer.name).get_weights())
     if keras.backend.backend() == "torch":  # torch's own layout: its step runs at torch's speed
-        model = layout.derive(model, "channels_first")
+        model = layout.derive(model, "channels_first", contiguous=True)
     if settings.freeze_until is not None:
         frozen = set(names[: names.index(settings.freeze_until) + 1])
         for layer in model.layers:
