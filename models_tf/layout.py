@@ -179,7 +179,8 @@ def derive(
     as `data_format`, with `model`'s weights copied in.
 
     Its input stays channels-last (N, T, H, W, C) either way: a channels-first twin transposes once,
-    in a `Permute` layer right after the input, so callers never see the internal layout.
+    in a `Permute` layer right after the input (or after the built-in transform, which stays
+    channels-last), so callers never see the internal layout.
     `split_strided` rewrites each strided 1x1x1 Conv3D as a strided selection and a 1x1x1 conv;
     `merge_padding` folds an explicit zero padding into the stride-1 conv it feeds ("same" padding).
     `contiguous` (for training) writes the permuted input out in torch's default layout: the permutation
@@ -265,12 +266,10 @@ def _to_channels_first(source: str, model, layers: list[dict], contiguous: bool)
     exact), which writes the values out in torch's default (N, C, T, H, W) order."""
     shape = list(model.get_layer(source).output.shape)
     permute, dense = f"{source}_to_channels_first", f"{source}_channels_first"
-    if not contiguous:
-        for other in layers:
-            other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, permute)
-        return [_permute(permute, source, shape, [4, 1, 2, 3])]
     for other in layers:
-        other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, dense)
+        other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, dense if contiguous else permute)
+    if not contiguous:
+        return [_permute(permute, source, shape, [4, 1, 2, 3])]
     pool = {
         "module": "keras.layers",
         "class_name": "AveragePooling3D",

@@ -310,7 +310,7 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(network.get_layer(layer.name).get_weights())
-    if keras.backend.backend() == "torch":  # torch's own layout: its step runs at torch's speed
+    if keras.backend.backend() == "torch":  # torch's own layout: about half the step time of the channels-last model
         model = layout.derive(model, "channels_first", contiguous=True)
     if settings.freeze_until is not None:
         frozen = set(names[: names.index(settings.freeze_until) + 1])
