@@ -193,7 +193,9 @@ def derive(
     out: list[dict] = []
     entry = _entry(model)
     for layer in config["layers"]:
-        out += _rewritten(layer, config["layers"], model, data_format, split_strided, (entry, contiguous))
+        out += _rewritten(layer, config["layers"], model, data_format, split_strided)
+        if data_format == "channels_first" and layer["name"] == entry:  # the network's input
+            out += _to_channels_first(entry, model, config["layers"], contiguous)
     outputs = config["output_layers"]
     single = bool(outputs) and isinstance(outputs[0], str)  # one output serialised flat: [name, 0, 0]
     outputs = [list(outputs)] if single else [list(o) for o in outputs]
@@ -210,21 +212,29 @@ def derive(
     return twin
 
 
-def _rewritten(
-    layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool, entry: tuple[str, bool]
-) -> list[dict]:
-    """One layer's config in `data_format`, with what must come before or after it (the permutation after
-    `entry`'s layer, the network's input, contiguous or not; a strided selection); `layers`' inbound names
-    are updated where a new layer is put in between."""
-    (entry, contiguous), kind, cfg = entry, layer["class_name"], layer["config"]
+def channels_first(model) -> bool:
+    """Whether `model` is a channels-first twin (any layer laid out channels-first)."""
+    return any(getattr(layer, "data_format", None) == "channels_first" for layer in model.layers)
+
+
+def for_training(model):
+    """The form of a channels-last vrconvert model that Keras' current backend trains fastest: on torch,
+    the contiguous channels-first twin (the same weights, copied back by layer name); elsewhere `model`."""
+    import keras
+
+    return derive(model, "channels_first", contiguous=True) if keras.backend.backend() == "torch" else model
+
+
+def _rewritten(layer: dict, layers: list[dict], model, data_format: DataFormat, split_strided: bool) -> list[dict]:
+    """One layer's config in `data_format`, with what must come before it (a strided selection); `layers`'
+    inbound names are updated where a new layer is put in between."""
+    kind, cfg = layer["class_name"], layer["config"]
     first = data_format == "channels_first"
     layer.pop("build_config", None)  # shapes recorded in the original layout; rebuilt on call
     if kind == "InputLayer":
         shape = cfg.get("batch_shape")
         if shape is None or len(shape) != 5:
             raise ValueError(f"{layer['name']}: expected a 5-D (N, T, H, W, C) input, got {shape}")
-    if layer["name"] == entry:
-        return [layer, *_to_channels_first(layer["name"], model, layers, contiguous)] if first else [layer]
     if kind == "InputLayer" or layer["name"].startswith(PREPROCESSING_PREFIX):
         return [layer]  # the built-in transform works on frames as they come: channels-last
     if kind in _FORMATTED:
@@ -268,8 +278,9 @@ def _to_channels_first(source: str, model, layers: list[dict], contiguous: bool)
     permute, dense = f"{source}_to_channels_first", f"{source}_channels_first"
     for other in layers:
         other["inbound_nodes"] = _rename_inputs(other["inbound_nodes"], source, dense if contiguous else permute)
+    added = [_permute(permute, source, shape, [4, 1, 2, 3])]
     if not contiguous:
-        return [_permute(permute, source, shape, [4, 1, 2, 3])]
+        return added
     pool = {
         "module": "keras.layers",
         "class_name": "AveragePooling3D",
@@ -286,7 +297,7 @@ def _to_channels_first(source: str, model, layers: list[dict], contiguous: bool)
         "name": dense,
         "inbound_nodes": _reading(permute, [shape[0], shape[4], *shape[1:4]]),
     }
-    return [_permute(permute, source, shape, [4, 1, 2, 3]), pool]
+    return [*added, pool]
 
 
 def _outputs_to_channels_last(outputs: list[list], tensors) -> list[dict]:

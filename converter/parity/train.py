@@ -217,6 +217,7 @@ def compare_training(arch: spec.Arch, state: dict, keras_model, settings: Settin
     import torch
 
     from vrconvert.models_tf.batchnorm import running_variance_rule
+    from vrconvert.models_tf.layout import channels_first
     from vrconvert.models_tf.step import Trainer
 
     start = time.perf_counter()
@@ -237,8 +238,8 @@ def compare_training(arch: spec.Arch, state: dict, keras_model, settings: Settin
         watch=[keras_name(n) for n in relus],
     )
     rule = running_variance_rule(keras_model)
-    first = any(getattr(layer, "data_format", None) == "channels_first" for layer in keras_model.layers)
-    to_torch = (lambda a: a) if first else (lambda a: a.transpose(0, 4, 1, 2, 3))  # activations in torch's layout
+    # Keras' activations in torch's layout (a channels-first twin's already are)
+    to_torch = (lambda a: a) if channels_first(keras_model) else (lambda a: a.transpose(0, 4, 1, 2, 3))
     entries = {e.keras_path: e for e in mapping.entries(arch)}
     bns = {r.name: r for r in expand(arch) if r.op == "bn"}
     keras_var = {n: state[f"{n}.running_var"].astype(np.float64) for n in bns}  # the reference under Keras' rule
@@ -312,8 +313,6 @@ def validate_training(
             f"validate --train compares the video ResNets' training steps; {variant.name} is not supported yet "
             "(its forward parity: vrconvert validate without --train)"
         )
-    import keras
-
     from vrconvert.models_tf import layout, nested
     from vrconvert.models_tf import weights as keras_weights
 
@@ -325,6 +324,5 @@ def validate_training(
             f"{keras_variant.num_classes} classes"
         )
     flat = nested.flat_copy(model, keras_variant, head)
-    if keras.backend.backend() == "torch":  # what vrconvert trains there (finetune): the channels-first twin
-        flat = layout.derive(flat, "channels_first", contiguous=True)
+    flat = layout.for_training(flat)  # what finetune trains on this backend
     return compare_training(variant, mapping.complete(variant, ckpt.state), flat, settings)

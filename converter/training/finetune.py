@@ -278,12 +278,14 @@ def _report(out: Path, run: dict, history: list, *, resumed, parity: float, star
 def _load_checkpoint(path: Path):
     import keras
 
+    from vrconvert.models_tf import layout
+
     try:
         model = keras.saving.load_model(path)
     except Exception as exc:
         raise InputError(f"{path}: cannot load this checkpoint ({type(exc).__name__}); start a new run") from None
-    first = any(getattr(layer, "data_format", None) == "channels_first" for layer in model.layers)
-    if first and keras.backend.backend() != "torch":  # TensorFlow's CPU convolutions are channels-last only
+    # a torch-backend run trains the channels-first twin; TensorFlow's CPU convolutions are channels-last only
+    if layout.channels_first(model) and keras.backend.backend() != "torch":
         raise InputError(f"{path}: this run was trained on Keras' torch backend; resume it with KERAS_BACKEND=torch")
     return model
 
@@ -310,8 +312,7 @@ def build(variant: spec.Arch, weights, settings: Settings, names: list[str]):
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(network.get_layer(layer.name).get_weights())
-    if keras.backend.backend() == "torch":  # torch's own layout: about half the step time of the channels-last model
-        model = layout.derive(model, "channels_first", contiguous=True)
+    model = layout.for_training(model)  # on torch: about half the step time of the channels-last model
     if settings.freeze_until is not None:
         frozen = set(names[: names.index(settings.freeze_until) + 1])
         for layer in model.layers:
